@@ -1,0 +1,138 @@
+"""The command line: launch a kernel, or install its kernelspec.
+
+threadline install [--user | --sys-prefix | --prefix PATH]
+python -m threadline -f CONNECTION_FILE       (what the kernelspec runs)
+threadline --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from threadline import __version__
+
+KERNEL_NAME = "threadline"
+DISPLAY_NAME = "Python 3 (threadline)"
+
+
+def kernel_spec() -> dict[str, object]:
+    """The kernel.json of the installed kernelspec."""
+    return {
+        "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": {},
+        "metadata": {"debugger": False},
+    }
+
+
+def install(
+    *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
+) -> str:
+    """Write the kernelspec through jupyter_client; returns where it went."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = kernel_spec()
+    spec["display_name"] = display_name
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch, "kernel.json").write_text(json.dumps(spec, indent=2))
+        destination: str = KernelSpecManager().install_kernel_spec(
+            scratch, kernel_name=name, user=user, prefix=prefix
+        )
+    return destination
+
+
+def write_connection_file(path: Path, data: bytes) -> None:
+    """Write a connection file readable by its owner only (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def launch(args: argparse.Namespace) -> int:
+    from threadline.kernel.kernel import Kernel, KernelConfigError
+    from threadline.protocol import ConnectionInfo, LocalProtocolError
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        stream=sys.__stderr__,
+        format="[threadline %(levelname)s %(asctime)s %(name)s] %(message)s",
+    )
+    if args.connection_file:
+        path = Path(args.connection_file)
+        try:
+            connection = ConnectionInfo.from_json(path.read_bytes())
+        except OSError as exc:
+            print(f"threadline: cannot read the connection file: {exc}", file=sys.stderr)
+            return 2
+        except LocalProtocolError as exc:
+            print(f"threadline: {path}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        import secrets
+
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        connection = ConnectionInfo(ip=args.ip, key=secrets.token_hex(32), kernel_name=KERNEL_NAME)
+        path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        kernel = Kernel(
+            connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size
+        )
+    except KernelConfigError as exc:
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 2
+    bound = kernel.start()
+    if not args.connection_file:
+        write_connection_file(path, bound.to_json())
+        print(f"threadline: connect with --existing {path}", file=sys.__stderr__)
+    return kernel.run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threadline",
+        description="A Jupyter kernel for Python in which every thread can print, display, "
+        "read input and drive widgets.",
+    )
+    parser.add_argument("--version", action="version", version=f"threadline {__version__}")
+    parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument(
+        "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="largest incoming message in bytes; larger ones are dropped before parsing",
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command")
+    installer = sub.add_parser("install", help="install the 'threadline' kernelspec")
+    where = installer.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for the current user")
+    where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (this environment)")
+    where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
+    installer.add_argument("--name", default=KERNEL_NAME)
+    installer.add_argument("--display-name", default=DISPLAY_NAME)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "install":
+        prefix = sys.prefix if args.sys_prefix else args.prefix
+        destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
+        print(f"Installed kernelspec {args.name} in {destination}")
+        return 0
+    return launch(args)

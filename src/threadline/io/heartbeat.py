@@ -1,0 +1,45 @@
+"""The heartbeat: echo every ping, on a thread and socket of its own.
+
+The heartbeat must answer even while the IO thread is busy, so it does not
+share the IO thread's loop. It owns exactly one socket, in its own ZeroMQ
+context, and spends its life inside ``zmq.proxy`` (which runs in C without the
+GIL). ``stop`` terminates the context, which makes the proxy return.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zmq
+
+from threadline.protocol import ConnectionInfo
+
+
+class Heartbeat:
+    """Echoes heartbeat pings until stopped."""
+
+    def __init__(self, connection: ConnectionInfo) -> None:
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
+        self._socket.linger = 0
+        if connection.hb_port == 0 and connection.transport == "tcp":
+            self.port = self._socket.bind_to_random_port(f"tcp://{connection.ip}")
+        else:
+            self._socket.bind(connection.url("hb"))
+            self.port = connection.hb_port
+        self._thread = threading.Thread(target=self._echo, name="threadline-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _echo(self) -> None:
+        try:
+            zmq.proxy(self._socket, self._socket)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            self._socket.close(linger=0)
+
+    def stop(self) -> None:
+        self._context.term()
+        self._thread.join(2.0)

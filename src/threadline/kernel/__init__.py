@@ -1,0 +1,1 @@
+"""Request handling: the shell and control channels, stdin, comms, lifecycle."""

@@ -1,0 +1,268 @@
+"""The kernel: wires the IO thread, the shell, the streams and the channels together.
+
+Theory of operation
+-------------------
+Threads: the IO thread (sockets; control requests, which never block, are
+answered right there, so interrupt, shutdown and kernel_info work while a cell
+runs), the heartbeat thread, and the main thread, which runs the asyncio loop
+that serves the shell channel (``ShellChannel``). Everything any thread sends
+goes through the IO thread's outbox.
+
+Shutdown is ordered so that nothing written is lost: the reply is queued; the
+shell loop is told to stop (a running cell is interrupted); when ``run``
+returns the interpreter exits normally, which first waits for the user's
+non-daemon threads; then ``close`` (an ``atexit`` hook) flushes every thread's
+stream text and stops the IO thread, which sends all that is queued before it
+closes the sockets. A watchdog bounds the whole sequence, so a thread that
+never ends cannot keep the process alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import builtins
+import contextlib
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from threadline import routing
+from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
+from threadline.kernel import requests
+from threadline.kernel.comms import install_comms
+from threadline.kernel.shell_channel import ABORT_END, STOP, ShellChannel, install_sigint
+from threadline.kernel.stdin import StdinRouter
+from threadline.protocol import DEFAULT_MAX_MESSAGE_SIZE, ConnectionInfo, Message, Session
+from threadline.routing import Parent
+from threadline.shell.display import KernelLink
+from threadline.shell.interactive import ThreadlineShell
+from threadline.shell.streams import OutStream
+
+log = logging.getLogger("threadline.kernel")
+
+
+class KernelConfigError(ValueError):
+    """The kernel cannot start with this configuration."""
+
+
+class Kernel:
+    """A Jupyter kernel for Python whose sockets are owned by one IO thread."""
+
+    def __init__(
+        self,
+        connection: ConnectionInfo,
+        *,
+        allow_empty_key: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        shutdown_timeout: float = 3.0,
+    ) -> None:
+        if not connection.key and not allow_empty_key:
+            raise KernelConfigError(
+                "the connection file has an empty key: messages would not be authenticated. "
+                "Pass --allow-empty-key to run without message signing."
+            )
+        self.session = Session(
+            connection.key.encode(),
+            connection.signature_scheme,
+            max_message_size=max_message_size,
+            username=os.environ.get("USER", "threadline"),
+        )
+        self.io = IOThread(
+            connection,
+            self.session,
+            self._dispatch,
+            on_subscribe=self._welcome,
+            on_fatal=self._on_io_failure,
+        )
+        self.sender = Sender(self.session, self.io.outbox)
+        self.shutdown_timeout = shutdown_timeout
+        self.supported_features: list[str] = []
+        self.exit_code = 0
+        self._heartbeat: Heartbeat | None = None
+        self._loop = asyncio.new_event_loop()
+        self._shutdown_requested = threading.Event()
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+        self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
+        self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
+        self.link = KernelLink(self.sender, self._flush_thread_streams)
+        self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
+        self.comm_manager = install_comms(self.sender)
+        self.shell = ThreadlineShell.create(self.link)
+        self.shell.kernel = self
+        self.channel = ShellChannel(
+            self.shell,
+            self.sender,
+            self.comm_manager,
+            flush_streams=self._flush_parent,
+            request_abort_marker=self._request_abort_marker,
+            on_exit_requested=lambda: self.request_shutdown(restart=False),
+            supported_features=self.supported_features,
+        )
+        self.channel.bind_loop(self._loop)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> ConnectionInfo:
+        """Bind the sockets and start the IO and heartbeat threads. Returns the bound ports."""
+        routing.install_thread_propagation()
+        connection = self.io.start()
+        self._heartbeat = Heartbeat(connection)
+        self._heartbeat.start()
+        connection = connection.with_ports({"hb": self._heartbeat.port})
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        builtins.input = self.stdin.input
+        getpass.getpass = self.stdin.getpass
+        install_sigint(self.channel)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda signum, frame: self.request_shutdown(restart=False))
+        atexit.register(self.close)
+        return connection
+
+    def run(self) -> int:
+        """Serve the shell channel on this (the main) thread until shutdown."""
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.channel.serve())
+        finally:
+            # Tasks that cells started end with the kernel (IPython's own
+            # atexit hook saves the history afterwards).
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+        return self.exit_code
+
+    def request_shutdown(self, *, restart: bool) -> None:
+        """Begin an orderly shutdown. Safe from any thread; idempotent."""
+        if self._shutdown_requested.is_set():
+            return
+        self._shutdown_requested.set()
+        log.info("shutting down%s", " for a restart" if restart else "")
+        watchdog = threading.Timer(self.shutdown_timeout, self._force_exit)
+        watchdog.daemon = True
+        watchdog.start()
+        if self.channel.cell_running:
+            self.interrupt()
+        self.channel.post(STOP)
+
+    def interrupt(self) -> None:
+        """Interrupt the running cell (SIGINT to this process; handled on the main thread)."""
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def close(self) -> None:
+        """Flush everything every thread wrote, send it, close the sockets. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.stdout.flush_all()
+        self.stderr.flush_all()
+        if not self.io.stop(timeout=self.shutdown_timeout):
+            log.warning("some messages could not be delivered before the sockets closed")
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+
+    def _force_exit(self) -> None:
+        log.warning(
+            "shutdown did not finish in %.1fs (a thread is still running); exiting", self.shutdown_timeout
+        )
+        try:
+            self.close()
+        finally:
+            os._exit(self.exit_code)
+
+    def _on_io_failure(self, exc: BaseException) -> None:
+        self.exit_code = 1
+        self.request_shutdown(restart=False)
+
+    # -- for libraries (ipywidgets looks for kernel.get_parent) ----------------------------
+
+    def get_parent(self, channel: str = "shell") -> dict[str, Any]:
+        parent = routing.current_parent()
+        return {"header": parent.header} if parent is not None else {}
+
+    # -- the IO thread's side ----------------------------------------------------------
+
+    def _dispatch(self, channel: str, message: Message) -> None:
+        """IO thread: route one decoded message. Must not block."""
+        if channel == "control" or message.msg_type == "shutdown_request":
+            self._control(channel, message)
+        elif channel == "shell":
+            self.channel.post(message)
+        elif channel == "stdin" and message.msg_type == "input_reply":
+            self.stdin.on_reply(message)
+        else:
+            log.warning("unexpected %s on %s; ignored", message.msg_type, channel)
+
+    def _control(self, channel: str, message: Message) -> None:
+        """IO thread: answer a control request at once, even while a cell runs."""
+        parent = message.header
+        self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
+        kind = message.msg_type
+        restart = False
+        if kind == "kernel_info_request":
+            reply = requests.kernel_info(self.shell, self.supported_features)
+        elif kind == "shutdown_request":
+            restart = bool(message.content.get("restart", False))
+            reply = {"status": "ok", "restart": restart}
+        elif kind == "interrupt_request":
+            self.interrupt()
+            reply = {"status": "ok"}
+        else:
+            log.warning("unknown control request %r", kind)
+            reply = {
+                "status": "error",
+                "ename": "NotImplementedError",
+                "evalue": f"{kind} is not supported",
+                "traceback": [],
+            }
+        reply_type = kind[: -len("_request")] + "_reply" if kind.endswith("_request") else kind + "_reply"
+        self.sender.send(
+            channel,
+            reply_type,
+            reply,
+            parent=parent,
+            identities=message.identities,
+            metadata={"status": reply["status"]},
+        )
+        self.sender.publish("status", {"execution_state": "idle"}, parent=parent)
+        if kind == "shutdown_request":
+            self.request_shutdown(restart=restart)
+
+    def _welcome(self, topic: bytes) -> None:
+        """IO thread: a client subscribed to iopub (JEP 65): tell it the subscription is live."""
+        self.sender.publish("iopub_welcome", {"subscription": topic.decode("utf-8", "replace")})
+
+    def _request_abort_marker(self) -> None:
+        """Main thread: after everything already received, post ABORT_END to the shell."""
+
+        def drain_then_mark() -> None:
+            self.io.receive_now("shell")
+            self.channel.post(ABORT_END)
+
+        self.io.outbox.call_soon(drain_then_mark)
+
+    def _schedule(self, delay: float, function: Any) -> None:
+        if self.io.is_io_thread():
+            self.io.call_later(delay, function)
+            return
+        with contextlib.suppress(OutboxClosed):  # shutting down: nothing left to flush to
+            self.io.outbox.call_soon(lambda: self.io.call_later(delay, function))
+
+    # -- streams -------------------------------------------------------------------------
+
+    def _flush_thread_streams(self) -> None:
+        self.stdout.flush()
+        self.stderr.flush()
+
+    def _flush_parent(self, parent: Parent | None) -> None:
+        self.stdout.flush_parent(parent)
+        self.stderr.flush_parent(parent)

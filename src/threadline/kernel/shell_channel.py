@@ -1,0 +1,309 @@
+"""Serving the shell channel: one request at a time, on the main thread's event loop.
+
+Theory of operation
+-------------------
+The IO thread decodes shell requests and posts them, in arrival order, to an
+``asyncio.Queue`` on the main thread's loop (``loop.call_soon_threadsafe``).
+``ShellChannel.serve`` takes them one by one. For each it makes the request
+the origin of all output (``routing.set_origin``), publishes ``busy``, runs the
+handler, flushes every thread's stream text for this request, sends the reply,
+and publishes ``idle``. The loop keeps running between cells, so tasks a cell
+starts keep running after it.
+
+A cell that raises with ``stop_on_error`` aborts the requests that were queued
+before its reply. To know exactly which, the kernel asks the IO thread -- before
+the error reply goes out -- to read everything the shell socket holds and then
+post an ``ABORT_END`` marker; every request dequeued before the marker gets an
+``aborted`` reply.
+
+Interrupts: SIGINT lands on the main thread. While a synchronous cell runs,
+the handler raises ``KeyboardInterrupt`` in it; while an asynchronous cell is
+awaited, it cancels that cell's task instead (raising inside the event loop
+would stop the loop itself); between cells it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Final
+
+from IPython.core.interactiveshell import ExecutionResult
+
+from threadline import routing
+from threadline.io import Sender
+from threadline.kernel import requests
+from threadline.kernel.comms import CommManager, comm_info, handle_comm_message
+from threadline.protocol import Message
+from threadline.routing import Parent
+from threadline.shell.interactive import ThreadlineShell
+
+log = logging.getLogger("threadline.kernel")
+
+ABORT_END: Final = "abort-end"
+STOP: Final = "stop"
+QueueItem = Message | str
+
+_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+
+
+class ShellChannel:
+    """Handles shell requests on the thread running its event loop."""
+
+    def __init__(
+        self,
+        shell: ThreadlineShell,
+        sender: Sender,
+        comm_manager: CommManager,
+        *,
+        flush_streams: Callable[[Parent | None], None],
+        request_abort_marker: Callable[[], None],
+        on_exit_requested: Callable[[], None],
+        supported_features: list[str],
+    ) -> None:
+        self.shell = shell
+        self.sender = sender
+        self.comm_manager = comm_manager
+        self._flush_streams = flush_streams
+        self._request_abort_marker = request_abort_marker
+        self._on_exit_requested = on_exit_requested
+        self._supported_features = supported_features
+        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._aborting = False
+        self._sync_cell_running = False
+        self._async_cell: asyncio.Future[Any] | None = None
+
+    @property
+    def cell_running(self) -> bool:
+        return self._sync_cell_running or self._async_cell is not None
+
+    # -- feeding (IO thread) -------------------------------------------------------------
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def post(self, item: QueueItem) -> None:
+        """Queue a request (or marker) for the shell. Safe from any thread."""
+        if self._loop is None:
+            raise RuntimeError("the shell channel has no event loop yet")
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    # -- serving (main thread) ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Handle requests until a STOP marker arrives."""
+        while True:
+            item = await self._queue.get()
+            if item == STOP:
+                return
+            if item == ABORT_END:
+                self._aborting = False
+                continue
+            assert isinstance(item, Message)
+            try:
+                await self._handle(item)
+            except Exception:
+                log.exception("handling %s failed", item.msg_type)
+
+    async def _handle(self, message: Message) -> None:
+        allow_stdin = message.msg_type == "execute_request" and bool(message.content.get("allow_stdin", True))
+        parent = Parent(message.header, message.identities, allow_stdin=allow_stdin)
+        token = routing.set_origin(parent)
+        try:
+            self._status("busy", parent)
+            if self._aborting:
+                self._reply(message, {"status": "aborted"})
+            elif message.msg_type == "execute_request":
+                await self._execute(message, parent)
+            elif message.msg_type in _COMM_TYPES:
+                handle_comm_message(self.comm_manager, message)
+            else:
+                self._answer(message)
+            self._flush_streams(parent)
+            self._status("idle", parent)
+        finally:
+            routing.reset_origin(token)
+
+    def _answer(self, message: Message) -> None:
+        """Reply to a request that is not an execution."""
+        shell, content, kind = self.shell, message.content, message.msg_type
+        try:
+            if kind == "kernel_info_request":
+                reply = requests.kernel_info(shell, self._supported_features)
+            elif kind == "complete_request":
+                reply = requests.complete(shell, content)
+            elif kind == "inspect_request":
+                reply = requests.inspect(shell, content)
+            elif kind == "history_request":
+                reply = requests.history(shell, content)
+            elif kind == "is_complete_request":
+                reply = requests.is_complete(shell, content)
+            elif kind == "comm_info_request":
+                target = content.get("target_name")
+                reply = comm_info(self.comm_manager, target if isinstance(target, str) else None)
+            else:
+                log.warning("unknown shell request %r; not answered", kind)
+                return
+        except Exception as exc:
+            log.exception("%s failed", kind)
+            reply = _error_content(exc)
+        self._reply(message, reply)
+
+    # -- execution ---------------------------------------------------------------------------
+
+    async def _execute(self, message: Message, parent: Parent) -> None:
+        shell = self.shell
+        content = message.content
+        code = content.get("code", "")
+        if not isinstance(code, str):
+            self._reply(
+                message,
+                {
+                    **_error_content(TypeError("code must be a string")),
+                    "execution_count": shell.execution_count,
+                },
+            )
+            return
+        silent = bool(content.get("silent", False))
+        store_history = bool(content.get("store_history", not silent))
+        stop_on_error = bool(content.get("stop_on_error", True))
+        user_expressions = content.get("user_expressions") or {}
+
+        if not silent:
+            self.sender.publish(
+                "execute_input",
+                {"code": code, "execution_count": shell.execution_count},
+                parent=parent.header,
+            )
+        routing.note_execute_started(parent)
+        try:
+            result = await self._run_cell(code, store_history=store_history, silent=silent)
+        finally:
+            routing.note_execute_finished(parent)
+
+        error = shell.take_last_error()
+        failed = result.error_before_exec is not None or result.error_in_exec is not None
+        reply: dict[str, Any]
+        if failed:
+            if error is None:
+                exc = result.error_before_exec or result.error_in_exec
+                error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+            reply = {"status": "error", **error}
+        else:
+            reply = {"status": "ok"}
+        reply["execution_count"] = shell.execution_count - 1 if store_history else shell.execution_count
+        try:
+            reply["user_expressions"] = shell.user_expressions(user_expressions) if not failed else {}
+        except Exception as exc:  # a bad user_expressions dict, not a bad expression
+            reply["user_expressions"] = {}
+            log.warning("user_expressions failed: %s", exc)
+        reply["payload"] = shell.payload_manager.read_payload()
+        shell.payload_manager.clear_payload()
+
+        if failed and stop_on_error and not silent:
+            # Before the reply leaves: everything already sent to us is aborted.
+            self._aborting = True
+            self._request_abort_marker()
+        self._flush_streams(parent)
+        self._reply(message, reply)
+        if shell.exit_now:
+            shell.exit_now = False
+            self._on_exit_requested()
+
+    async def _run_cell(self, code: str, *, store_history: bool, silent: bool) -> ExecutionResult:
+        shell = self.shell
+        try:
+            transformed = shell.transform_cell(code)
+            preprocessing_error = None
+        except Exception:
+            transformed = code
+            preprocessing_error = sys.exc_info()
+        if shell.should_run_async(
+            code, transformed_cell=transformed, preprocessing_exc_tuple=preprocessing_error
+        ):
+            cell = asyncio.ensure_future(
+                shell.run_cell_async(
+                    code,
+                    store_history=store_history,
+                    silent=silent,
+                    transformed_cell=transformed,
+                    preprocessing_exc_tuple=preprocessing_error,
+                )
+            )
+            self._async_cell = cell
+            result: ExecutionResult | None = None
+            try:
+                result = await cell
+            except asyncio.CancelledError:
+                result = _interrupted_result(shell, code, store_history)
+            finally:
+                self._async_cell = None
+                shell.events.trigger("post_execute")
+                if not silent:
+                    shell.events.trigger("post_run_cell", result)
+            assert result is not None
+            return result
+        self._sync_cell_running = True
+        try:
+            sync_result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
+        finally:
+            self._sync_cell_running = False
+        return sync_result
+
+    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGINT handler (main thread): interrupt whatever cell is running."""
+        if self._sync_cell_running:
+            raise KeyboardInterrupt
+        cell = self._async_cell
+        if cell is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(cell.cancel)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _status(self, state: str, parent: Parent) -> None:
+        self.sender.publish("status", {"execution_state": state}, parent=parent.header)
+
+    def _reply(self, message: Message, content: dict[str, Any]) -> None:
+        self.sender.send(
+            "shell",
+            _reply_type(message.msg_type),
+            content,
+            parent=message.header,
+            identities=message.identities,
+            metadata={"status": content.get("status", "ok")},
+        )
+
+
+def _reply_type(request_type: str) -> str:
+    if request_type.endswith("_request"):
+        return request_type[: -len("_request")] + "_reply"
+    return request_type + "_reply"
+
+
+def _error_content(exc: BaseException) -> dict[str, Any]:
+    return {"status": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+
+
+def _interrupted_result(shell: ThreadlineShell, code: str, store_history: bool) -> ExecutionResult:
+    """The result of an async cell cancelled by an interrupt: shown as KeyboardInterrupt."""
+    from IPython.core.interactiveshell import ExecutionInfo
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        shell.showtraceback()
+        result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
+        result.error_in_exec = KeyboardInterrupt()
+    return result
+
+
+def install_sigint(channel: ShellChannel) -> None:
+    """Route SIGINT to the shell channel (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, channel.on_sigint)

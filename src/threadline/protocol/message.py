@@ -1,0 +1,77 @@
+"""The decoded message, and the JSON rules every part of a message follows.
+
+A ``Message`` is what the decoder hands the kernel: five parts of the Jupyter
+wire format plus the routing identities it arrived with. It is a frozen value;
+nothing mutates a message after it is built, so it may be read from any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from threadline.protocol.errors import LocalProtocolError
+
+#: The protocol version this package speaks (messaging spec 5.4, with JEP 91).
+PROTOCOL_VERSION = "5.4"
+
+#: The frame that separates routing identities from the message proper.
+DELIMITER = b"<IDS|MSG>"
+
+JSONDict = dict[str, Any]
+
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+
+def _json_default(value: object) -> object:
+    """Serialise the few non-JSON types the Jupyter ecosystem routinely sends."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # jupyter_client encodes stray bytes as base64 text; do the same.
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def pack(value: Mapping[str, Any]) -> bytes:
+    """Serialise one part of a message to JSON bytes.
+
+    Raises ``LocalProtocolError`` when the value cannot be serialised: content is
+    built by this side, so a bad value is this side's bug.
+    """
+    try:
+        return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise LocalProtocolError(f"message part is not JSON-serialisable: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received message. ``header`` always has string ``msg_id`` and ``msg_type``."""
+
+    header: JSONDict
+    parent_header: JSONDict
+    metadata: JSONDict
+    content: JSONDict
+    buffers: tuple[bytes, ...] = ()
+    identities: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def msg_id(self) -> str:
+        value: str = self.header["msg_id"]
+        return value
+
+    @property
+    def msg_type(self) -> str:
+        value: str = self.header["msg_type"]
+        return value
+
+    @property
+    def subshell_id(self) -> str | None:
+        """The JEP 91 subshell this request is for, or None for the main shell."""
+        value = self.header.get("subshell_id")
+        return value if isinstance(value, str) else None

@@ -1,0 +1,1 @@
+"""IPython integration: the shell, rich display, and thread-aware streams."""

@@ -1,0 +1,105 @@
+"""IPython's InteractiveShell, adapted to run behind a Jupyter kernel.
+
+Execution, magics, history, completion (jedi) and inspection are IPython's
+own; this subclass only redirects what IPython would print to a terminal:
+tracebacks become ``error`` messages, pager text and ``set_next_input`` become
+reply payloads, ``exit`` asks the kernel to shut down, and shell commands run
+through pipes (there is no terminal).
+
+The shell is a process-wide singleton (IPython's rule). The kernel executes one
+cell at a time on it per shell thread; the last error of each executing thread
+is kept thread-locally for the execute reply.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Type
+
+from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
+
+
+class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
+    """The IPython shell of a threadline kernel."""
+
+    displayhook_class = Type(JupyterDisplayHook)
+    display_pub_class = Type(JupyterDisplayPublisher)
+    #: Whether ``exit`` keeps the kernel alive (the front end then closes only itself).
+    keepkernel_on_exit = Bool(False)
+    #: Set by the kernel right after construction.
+    kernel_link = AnyTrait(None, allow_none=True)
+    #: The kernel object, as ipywidgets and other libraries look it up (``get_ipython().kernel``).
+    kernel = AnyTrait(None, allow_none=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._errors = threading.local()
+        self.set_hook("show_in_pager", _page_to_payload)
+
+    @classmethod
+    def create(cls, link: KernelLink, **config: Any) -> ThreadlineShell:
+        shell: ThreadlineShell = cls.instance(**config)
+        shell.kernel_link = link
+        return shell
+
+    def init_environment(self) -> None:
+        """The environment a program sees when there is no terminal."""
+        env = os.environ
+        env["TERM"] = "xterm-color"
+        env["CLICOLOR"] = "1"
+        env["FORCE_COLOR"] = env.get("FORCE_COLOR", "1")
+        env["PAGER"] = "cat"
+        env["GIT_PAGER"] = "cat"
+        env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+    # No terminal: run shell commands through pipes so their output is captured.
+    system = InteractiveShell.system_piped
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        if gui not in (None, "inline"):
+            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported by threadline")
+
+    # -- errors ---------------------------------------------------------------------
+
+    def _showtraceback(self, etype: type[BaseException], evalue: BaseException, stb: list[str]) -> None:
+        content = {
+            "ename": getattr(etype, "__name__", str(etype)),
+            "evalue": str(evalue),
+            "traceback": list(stb),
+        }
+        self._errors.last = content
+        _require_link(self).publish("error", content)
+
+    def take_last_error(self) -> dict[str, Any] | None:
+        """The error shown on this thread since the last call, if any."""
+        error: dict[str, Any] | None = getattr(self._errors, "last", None)
+        self._errors.last = None
+        return error
+
+    # -- payloads -------------------------------------------------------------------
+
+    def set_next_input(self, text: str, replace: bool = False) -> None:
+        self.payload_manager.write_payload({"source": "set_next_input", "text": text, "replace": replace})
+
+    def ask_exit(self) -> None:
+        self.exit_now = not self.keepkernel_on_exit
+        self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": self.keepkernel_on_exit})
+
+
+def _page_to_payload(shell: ThreadlineShell, data: Any, start: int = 0, screen_lines: int = 0) -> None:
+    """IPython's pager hook: send the text as a ``page`` payload, as front ends expect."""
+    if not isinstance(data, dict):
+        data = {"text/plain": str(data)}
+    shell.payload_manager.write_payload({"source": "page", "data": data, "start": start})
+
+
+def _require_link(shell: ThreadlineShell) -> KernelLink:
+    link: KernelLink | None = shell.kernel_link
+    if link is None:
+        raise RuntimeError("the threadline shell is not connected to a kernel")
+    return link

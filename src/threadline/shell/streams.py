@@ -1,0 +1,207 @@
+"""``sys.stdout`` and ``sys.stderr`` for a kernel in which every thread prints.
+
+Theory of operation
+-------------------
+Each thread writes into a buffer of its own (found through a
+``threading.local``), tagged with the parent its text belongs to. So one
+thread's line can never be split by another's, and a write costs an append
+under an uncontended lock.
+
+Text leaves a buffer as one ``stream`` message per batch:
+
+* by the writing thread itself, when its buffer passes ``chunk_size`` (it then
+  serialises and queues the message -- and waits for room when the outbox is
+  full, which is what bounds memory under a flood);
+* by the IO thread, on a short coalesced timer (one pending timer per stream,
+  armed by the first write after a quiet spell): complete lines only, plus a
+  partial line once it has waited ``partial_line_delay``;
+* by ``flush()`` (the calling thread's own buffer), and by the kernel before
+  replies, status changes and shutdown (``flush_parent``, ``flush_all``).
+
+Every extraction happens under the buffer's lock *together with* queuing its
+message, so the order in which a thread's text is queued is the order it was
+written in. The IO thread only ever try-locks a buffer: it never waits for a
+producer (which might itself be waiting for the IO thread to make room).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from threadline import routing
+from threadline.io import OutboxClosed, Sender
+from threadline.routing import Parent
+
+#: Schedules ``function`` on the IO thread after ``delay`` seconds; callable from any thread.
+Scheduler = Callable[[float, Callable[[], None]], None]
+
+
+class _ThreadBuffer:
+    __slots__ = ("lock", "parent", "parts", "since", "size", "thread")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.lock = threading.Lock()
+        self.parts: list[str] = []
+        self.size = 0
+        self.parent: Parent | None = None
+        self.since = 0.0
+        self.thread = thread
+
+
+class OutStream(io.TextIOBase):
+    """A text stream that publishes ``stream`` messages to the writing thread's cell."""
+
+    def __init__(
+        self,
+        name: str,
+        sender: Sender,
+        schedule: Scheduler,
+        *,
+        flush_interval: float = 0.004,
+        partial_line_delay: float = 0.05,
+        chunk_size: int = 64 * 1024,
+        fallback: TextIO | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self._sender = sender
+        self._schedule = schedule
+        self.flush_interval = flush_interval
+        self.partial_line_delay = partial_line_delay
+        self.chunk_size = chunk_size
+        self._fallback = fallback
+        self._local = threading.local()
+        self._buffers: dict[int, _ThreadBuffer] = {}
+        self._timer_armed = False
+
+    # -- the file interface ----------------------------------------------------------
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:
+            return 0
+        buffer: _ThreadBuffer | None = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._new_buffer()
+        parent = routing.current_parent()
+        with buffer.lock:
+            if buffer.parent is not parent:
+                if buffer.parts:
+                    self._emit(buffer, everything=True)
+                buffer.parent = parent
+            if not buffer.parts:
+                buffer.since = time.monotonic()
+            buffer.parts.append(text)
+            buffer.size += len(text)
+            if buffer.size >= self.chunk_size:
+                self._emit(buffer, everything=False)
+        if not self._timer_armed:
+            self._timer_armed = True
+            self._schedule(self.flush_interval, self._on_timer)
+        return len(text)
+
+    def flush(self) -> None:
+        """Send what this thread has written. Never blocks beyond outbox back-pressure."""
+        buffer: _ThreadBuffer | None = getattr(self._local, "buffer", None)
+        if buffer is not None and buffer.parts:
+            with buffer.lock:
+                self._emit(buffer, everything=True)
+
+    # -- the kernel's interface ----------------------------------------------------------
+
+    def flush_parent(self, parent: Parent | None) -> None:
+        """Send everything any thread wrote for ``parent`` (before its reply and idle)."""
+        for buffer in list(self._buffers.values()):
+            if buffer.parts and buffer.parent is parent:
+                with buffer.lock:
+                    if buffer.parent is parent:
+                        self._emit(buffer, everything=True)
+
+    def flush_all(self) -> None:
+        """Send everything every thread wrote (at shutdown)."""
+        for buffer in list(self._buffers.values()):
+            if buffer.parts:
+                with buffer.lock:
+                    self._emit(buffer, everything=True)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _new_buffer(self) -> _ThreadBuffer:
+        thread = threading.current_thread()
+        buffer = _ThreadBuffer(thread)
+        self._local.buffer = buffer
+        self._buffers[id(buffer)] = buffer
+        return buffer
+
+    def _emit(self, buffer: _ThreadBuffer, *, everything: bool) -> None:
+        """Queue the buffer's text (all of it, or its complete lines). Lock held."""
+        text = "".join(buffer.parts)
+        if not everything:
+            end = text.rfind("\n") + 1
+            if end == 0:
+                buffer.parts = [text]
+                return
+            text, rest = text[:end], text[end:]
+        else:
+            rest = ""
+        buffer.parts = [rest] if rest else []
+        buffer.size = len(rest)
+        if rest:
+            buffer.since = time.monotonic()
+        parent = buffer.parent
+        try:
+            self._sender.publish(
+                "stream",
+                {"name": self.name, "text": text},
+                parent=parent.header if parent is not None else None,
+            )
+        except OutboxClosed:
+            # The kernel is gone; keep the text in the kernel's own log.
+            if self._fallback is not None:
+                self._fallback.write(text)
+
+    def _on_timer(self) -> None:
+        """IO thread: ship complete lines, and partial lines that waited long enough."""
+        self._timer_armed = False
+        now = time.monotonic()
+        pending = False
+        for key, buffer in list(self._buffers.items()):
+            if not buffer.parts:
+                if not buffer.thread.is_alive():
+                    del self._buffers[key]
+                continue
+            if not buffer.lock.acquire(blocking=False):
+                pending = True  # its thread is flushing it right now
+                continue
+            try:
+                if buffer.parts:
+                    overdue = now - buffer.since >= self.partial_line_delay or not buffer.thread.is_alive()
+                    self._emit(buffer, everything=overdue)
+                    pending = pending or bool(buffer.parts)
+            finally:
+                buffer.lock.release()
+        if pending and not self._timer_armed:
+            self._timer_armed = True
+            self._schedule(self.flush_interval, self._on_timer)
+
+
+def original_stream(name: str) -> TextIO | None:
+    """The process's real stdout/stderr, where text goes once the kernel is closed."""
+    stream = getattr(sys, f"__{name}__", None)
+    return stream if stream is not None else None
