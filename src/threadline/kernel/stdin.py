@@ -91,7 +91,10 @@ class StdinRouter:
 
     def on_reply(self, message: Message) -> None:
         """IO thread: hand an ``input_reply`` to the thread that asked."""
-        slot = self._slots.get(str(message.parent_header.get("msg_id")))
+        # jupyter_client's input() replies without a parent header. Requests are
+        # served one at a time, so such a reply is for the one outstanding.
+        parent_id = message.parent_header.get("msg_id")
+        slot = self._slots.get(str(parent_id)) if parent_id else next(iter(self._slots.values()), None)
         if slot is None:
             return  # a reply to a request that was interrupted, or a stray
         value = message.content.get("value", "")

@@ -14,9 +14,15 @@ Text leaves a buffer as one ``stream`` message per batch:
   full, which is what bounds memory under a flood);
 * by the IO thread, on a short coalesced timer (one pending timer per stream,
   armed by the first write after a quiet spell): complete lines only, plus a
-  partial line once it has waited ``partial_line_delay``;
-* by ``flush()`` (the calling thread's own buffer), and by the kernel before
-  replies, status changes and shutdown (``flush_parent``, ``flush_all``).
+  partial line once no newline has come for ``partial_line_delay`` (or its
+  thread has ended);
+* by ``flush()`` (the calling thread's own buffer, partial line included), and
+  by the kernel before replies and status changes (``flush_parent``: all of the
+  calling thread's text, complete lines of other threads) and at shutdown
+  (``flush_all``: everything).
+
+So a line is only ever split by its own thread: by an explicit flush, by
+pausing mid-line, or by writing more than ``chunk_size`` without a newline.
 
 Every extraction happens under the buffer's lock *together with* queuing its
 message, so the order in which a thread's text is queued is the order it was
@@ -42,14 +48,15 @@ Scheduler = Callable[[float, Callable[[], None]], None]
 
 
 class _ThreadBuffer:
-    __slots__ = ("lock", "parent", "parts", "since", "size", "thread")
+    __slots__ = ("lock", "parent", "partial_since", "parts", "size", "thread")
 
     def __init__(self, thread: threading.Thread) -> None:
         self.lock = threading.Lock()
         self.parts: list[str] = []
         self.size = 0
         self.parent: Parent | None = None
-        self.since = 0.0
+        #: When the text after the last newline began (what a partial line waits from).
+        self.partial_since = 0.0
         self.thread = thread
 
 
@@ -105,8 +112,8 @@ class OutStream(io.TextIOBase):
                 if buffer.parts:
                     self._emit(buffer, everything=True)
                 buffer.parent = parent
-            if not buffer.parts:
-                buffer.since = time.monotonic()
+            if not buffer.parts or "\n" in text:
+                buffer.partial_since = time.monotonic()
             buffer.parts.append(text)
             buffer.size += len(text)
             if buffer.size >= self.chunk_size:
@@ -126,12 +133,22 @@ class OutStream(io.TextIOBase):
     # -- the kernel's interface ----------------------------------------------------------
 
     def flush_parent(self, parent: Parent | None) -> None:
-        """Send everything any thread wrote for ``parent`` (before its reply and idle)."""
+        """Before ``parent``'s reply and idle: send what every thread wrote for it.
+
+        The calling thread's text goes out whole; other threads' complete lines
+        go out, and their partial lines only if they are due (see ``_settle``).
+        """
+        me = threading.current_thread()
+        now = time.monotonic()
         for buffer in list(self._buffers.values()):
             if buffer.parts and buffer.parent is parent:
                 with buffer.lock:
-                    if buffer.parent is parent:
+                    if buffer.parent is not parent:
+                        continue
+                    if buffer.thread is me:
                         self._emit(buffer, everything=True)
+                    else:
+                        self._settle(buffer, now)
 
     def flush_all(self) -> None:
         """Send everything every thread wrote (at shutdown)."""
@@ -162,8 +179,6 @@ class OutStream(io.TextIOBase):
             rest = ""
         buffer.parts = [rest] if rest else []
         buffer.size = len(rest)
-        if rest:
-            buffer.since = time.monotonic()
         parent = buffer.parent
         try:
             self._sender.publish(
@@ -175,6 +190,11 @@ class OutStream(io.TextIOBase):
             # The kernel is gone; keep the text in the kernel's own log.
             if self._fallback is not None:
                 self._fallback.write(text)
+
+    def _settle(self, buffer: _ThreadBuffer, now: float) -> None:
+        """Send complete lines; the partial line too once it is overdue. Lock held."""
+        overdue = now - buffer.partial_since >= self.partial_line_delay or not buffer.thread.is_alive()
+        self._emit(buffer, everything=overdue)
 
     def _on_timer(self) -> None:
         """IO thread: ship complete lines, and partial lines that waited long enough."""
@@ -191,8 +211,7 @@ class OutStream(io.TextIOBase):
                 continue
             try:
                 if buffer.parts:
-                    overdue = now - buffer.since >= self.partial_line_delay or not buffer.thread.is_alive()
-                    self._emit(buffer, everything=overdue)
+                    self._settle(buffer, now)
                     pending = pending or bool(buffer.parts)
             finally:
                 buffer.lock.release()

@@ -1,0 +1,50 @@
+"""Fixtures shared by all tests.
+
+Every test run gets a private Jupyter environment: the ``threadline``
+kernelspec installed into a temporary data directory, and private IPython and
+runtime directories, so tests never read or write the user's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from threadline.app import kernel_spec
+from tests.kernel_helpers import start_kernel, stop_kernel
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jupyter_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "data" / "kernels" / "threadline"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(kernel_spec()))
+    os.environ["JUPYTER_PATH"] = str(root / "data")
+    os.environ["JUPYTER_DATA_DIR"] = str(root / "data")
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(root / "runtime")
+    os.environ["JUPYTER_CONFIG_DIR"] = str(root / "config")
+    os.environ["IPYTHONDIR"] = str(root / "ipython")
+    os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+    return root
+
+
+@pytest.fixture
+def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A fresh threadline kernel process and a connected, ready client."""
+    manager, client = start_kernel()
+    try:
+        yield manager, client
+    finally:
+        stop_kernel(manager, client)
+
+
+@pytest.fixture
+def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    return kernel[1]
