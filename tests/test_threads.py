@@ -319,3 +319,17 @@ def test_no_traceback_anywhere(kc: BlockingKernelClient) -> None:
     assert run.content["status"] == "ok"
     assert run.stderr == ""
     assert "Traceback" not in run.stdout and "LookupError" not in run.stdout
+
+
+def test_c_level_output_is_captured(kc: BlockingKernelClient) -> None:
+    run = execute(
+        kc,
+        "import os, subprocess\n"
+        "os.write(1, b'raw fd one\\n')\n"
+        "os.write(2, b'raw fd two\\n')\n"
+        "os.system('echo from a shell')\n"
+        "subprocess.run(['echo', 'from a child'])\n",
+    )
+    assert run.content["status"] == "ok"
+    assert run.stdout == "raw fd one\nfrom a shell\nfrom a child\n"
+    assert run.stderr == "raw fd two\n"

@@ -61,11 +61,6 @@ def launch(args: argparse.Namespace) -> int:
     from threadline.kernel.kernel import Kernel, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        stream=sys.__stderr__,
-        format="[threadline %(levelname)s %(asctime)s %(name)s] %(message)s",
-    )
     if args.connection_file:
         path = Path(args.connection_file)
         try:
@@ -86,15 +81,24 @@ def launch(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         kernel = Kernel(
-            connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size
+            connection,
+            allow_empty_key=args.allow_empty_key,
+            max_message_size=args.max_message_size,
+            capture_fd=not args.no_capture_fd,
         )
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
     bound = kernel.start()
+    # After start: with fd capture on, the original stderr lives elsewhere.
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        stream=kernel.log_stream,
+        format="[threadline %(levelname)s %(asctime)s %(name)s] %(message)s",
+    )
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
-        print(f"threadline: connect with --existing {path}", file=sys.__stderr__)
+        print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
     return kernel.run()
 
 
@@ -115,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256 * 1024 * 1024,
         help="largest incoming message in bytes; larger ones are dropped before parsing",
+    )
+    parser.add_argument(
+        "--no-capture-fd",
+        action="store_true",
+        help="leave file descriptors 1 and 2 alone (C-level output then goes to the kernel's log)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command")

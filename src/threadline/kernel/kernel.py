@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, TextIO
 
 from threadline import routing
 from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
@@ -40,6 +40,7 @@ from threadline.kernel.stdin import StdinRouter
 from threadline.protocol import DEFAULT_MAX_MESSAGE_SIZE, ConnectionInfo, Message, Session
 from threadline.routing import Parent
 from threadline.shell.display import KernelLink
+from threadline.shell.fdcapture import FdCapture
 from threadline.shell.interactive import ThreadlineShell
 from threadline.shell.streams import OutStream
 
@@ -60,6 +61,7 @@ class Kernel:
         allow_empty_key: bool = False,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         shutdown_timeout: float = 3.0,
+        capture_fd: bool = True,
     ) -> None:
         if not connection.key and not allow_empty_key:
             raise KernelConfigError(
@@ -84,6 +86,10 @@ class Kernel:
         self.supported_features: list[str] = []
         self.exit_code = 0
         self._heartbeat: Heartbeat | None = None
+        self._capture_fd = capture_fd
+        self._captures: list[FdCapture] = []
+        #: Where the kernel's own log should go: the process's original stderr.
+        self.log_stream: TextIO = sys.__stderr__ or sys.stderr
         self._loop = asyncio.new_event_loop()
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
@@ -117,6 +123,10 @@ class Kernel:
         self._heartbeat.start()
         connection = connection.with_ports({"hb": self._heartbeat.port})
         sys.stdout, sys.stderr = self.stdout, self.stderr
+        if self._capture_fd:
+            self._captures = [FdCapture(1, self.stdout), FdCapture(2, self.stderr)]
+            self.stdout.fallback = self._captures[0].original
+            self.stderr.fallback = self.log_stream = self._captures[1].original
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         install_sigint(self.channel)
@@ -162,6 +172,8 @@ class Kernel:
             if self._closed:
                 return
             self._closed = True
+        for capture in self._captures:
+            capture.close()
         self.stdout.flush_all()
         self.stderr.flush_all()
         if not self.io.stop(timeout=self.shutdown_timeout):
@@ -264,5 +276,7 @@ class Kernel:
         self.stderr.flush()
 
     def _flush_parent(self, parent: Parent | None) -> None:
+        for capture in self._captures:
+            capture.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)

@@ -33,7 +33,6 @@ producer (which might itself be waiting for the IO thread to make room).
 from __future__ import annotations
 
 import io
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -81,7 +80,8 @@ class OutStream(io.TextIOBase):
         self.flush_interval = flush_interval
         self.partial_line_delay = partial_line_delay
         self.chunk_size = chunk_size
-        self._fallback = fallback
+        #: Where text goes once the kernel can no longer send (its own log).
+        self.fallback = fallback
         self._local = threading.local()
         self._buffers: dict[int, _ThreadBuffer] = {}
         self._timer_armed = False
@@ -188,8 +188,8 @@ class OutStream(io.TextIOBase):
             )
         except OutboxClosed:
             # The kernel is gone; keep the text in the kernel's own log.
-            if self._fallback is not None:
-                self._fallback.write(text)
+            if self.fallback is not None:
+                self.fallback.write(text)
 
     def _settle(self, buffer: _ThreadBuffer, now: float) -> None:
         """Send complete lines; the partial line too once it is overdue. Lock held."""
@@ -218,9 +218,3 @@ class OutStream(io.TextIOBase):
         if pending and not self._timer_armed:
             self._timer_armed = True
             self._schedule(self.flush_interval, self._on_timer)
-
-
-def original_stream(name: str) -> TextIO | None:
-    """The process's real stdout/stderr, where text goes once the kernel is closed."""
-    stream = getattr(sys, f"__{name}__", None)
-    return stream if stream is not None else None

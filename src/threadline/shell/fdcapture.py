@@ -1,0 +1,104 @@
+"""Output written below Python: file descriptors 1 and 2.
+
+C extensions, ``os.write(1, ...)``, ``os.system`` and child processes write to
+the process's file descriptors, not to ``sys.stdout``. ``FdCapture`` points
+the descriptor at a pipe and pumps what arrives into the matching
+``OutStream`` from a small thread of its own.
+
+Before a request's reply the kernel calls ``sync()``: it flushes C stdio
+buffers and moves whatever the pipe already holds into the stream on the
+calling thread, so C-level output of a cell is shown in that cell, before its
+idle. A lock makes the pump and ``sync`` take turns, so bytes are never
+reordered. Text that arrives from the pump belongs to no cell of its own and
+follows the stream's routing fallback (the most recent execute request).
+
+The kernel's own log must not go into the pipe: ``original`` is a text file on
+a duplicate of the original descriptor, for logging and for last-resort output.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import select
+import threading
+from typing import TextIO
+
+from threadline.shell.streams import OutStream
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(None)
+except OSError:  # no C library to flush
+    _libc = None
+
+
+def flush_c_stdio() -> None:
+    """``fflush(NULL)``: push out what C code left in stdio buffers."""
+    if _libc is not None:
+        _libc.fflush(None)
+
+
+class FdCapture:
+    """Redirects one file descriptor into an ``OutStream``."""
+
+    def __init__(self, fd: int, stream: OutStream) -> None:
+        self.fd = fd
+        self._stream = stream
+        self._saved = os.dup(fd)
+        self.original: TextIO = os.fdopen(os.dup(self._saved), "w", buffering=1, encoding="utf-8")
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self._read_end = read_end
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._lock = threading.Lock()
+        self._open = True
+        self._thread = threading.Thread(target=self._pump, name=f"threadline-fd{fd}", daemon=True)
+        self._thread.start()
+
+    def sync(self) -> None:
+        """Flush C stdio and move what the pipe holds into the stream, now."""
+        flush_c_stdio()
+        self._drain()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Restore the descriptor and deliver what was still in the pipe."""
+        if not self._open:
+            return
+        self._open = False
+        flush_c_stdio()
+        os.dup2(self._saved, self.fd)  # the pipe loses its writer: the pump sees EOF
+        self._thread.join(timeout)
+        self._drain()
+        os.close(self._read_end)
+        os.close(self._saved)
+
+    def _pump(self) -> None:
+        poller = select.poll()
+        poller.register(self._read_end, select.POLLIN | select.POLLHUP)
+        while self._open:
+            poller.poll(500)
+            if not self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Read until the pipe would block; False once the pipe is closed and empty."""
+        with self._lock:
+            while True:
+                try:
+                    data = os.read(self._read_end, 65536)
+                except BlockingIOError:
+                    return True
+                except OSError:
+                    return False  # closed under us during shutdown
+                if not data:
+                    tail = self._decoder.decode(b"", final=True)
+                    if tail:
+                        self._stream.write(tail)
+                    return False
+                text = self._decoder.decode(data)
+                if text:
+                    self._stream.write(text)
