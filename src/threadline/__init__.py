@@ -9,8 +9,26 @@ to the cell that started it. The public routing API lives here::
     with threadline.route_to(threadline.RUNNING): ...  # whatever cell runs now
 """
 
+from typing import Any
+
 from threadline.routing import RUNNING, Parent, bind, current_parent, route_to
 
 __version__ = "0.1.0"
 
-__all__ = ["RUNNING", "Parent", "__version__", "bind", "current_parent", "route_to"]
+__all__ = ["RUNNING", "Parent", "__version__", "bind", "current_parent", "route_to", "set_comm_handling"]
+
+
+def set_comm_handling(mode: str) -> None:
+    """How the running kernel handles comm messages (widget events) from the front end.
+
+    ``"concurrent"`` (the default): as they arrive, on the kernel's comm thread,
+    even while a cell runs -- so a cell can wait for a button click, and widget
+    callbacks run concurrently with cell code. ``"serial"``: in order with the
+    other shell requests, only between cells, as in most other kernels.
+    """
+    from IPython import get_ipython
+
+    kernel: Any = getattr(get_ipython(), "kernel", None)
+    if kernel is None or not hasattr(kernel, "set_comm_handling"):
+        raise RuntimeError("set_comm_handling() needs a running threadline kernel")
+    kernel.set_comm_handling(mode)

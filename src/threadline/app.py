@@ -85,6 +85,7 @@ def launch(args: argparse.Namespace) -> int:
             allow_empty_key=args.allow_empty_key,
             max_message_size=args.max_message_size,
             capture_fd=not args.no_capture_fd,
+            comm_handling=args.comm_handling,
         )
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
@@ -124,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-capture-fd",
         action="store_true",
         help="leave file descriptors 1 and 2 alone (C-level output then goes to the kernel's log)",
+    )
+    parser.add_argument(
+        "--comm-handling",
+        choices=["concurrent", "serial"],
+        default="concurrent",
+        help="handle comm messages as they arrive, even while a cell runs (concurrent), "
+        "or only between cells (serial)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command")

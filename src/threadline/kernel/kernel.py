@@ -37,12 +37,14 @@ from threadline.kernel import requests
 from threadline.kernel.comms import install_comms
 from threadline.kernel.shell_channel import ABORT_END, STOP, ShellChannel, install_sigint
 from threadline.kernel.stdin import StdinRouter
+from threadline.kernel.subshells import ShellThread, SubshellManager
 from threadline.protocol import DEFAULT_MAX_MESSAGE_SIZE, ConnectionInfo, Message, Session
 from threadline.routing import Parent
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture
 from threadline.shell.interactive import ThreadlineShell
 from threadline.shell.streams import OutStream
+from threadline.shell.widgets import install_output_capture
 
 log = logging.getLogger("threadline.kernel")
 
@@ -62,6 +64,7 @@ class Kernel:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         shutdown_timeout: float = 3.0,
         capture_fd: bool = True,
+        comm_handling: str = "concurrent",
     ) -> None:
         if not connection.key and not allow_empty_key:
             raise KernelConfigError(
@@ -83,7 +86,9 @@ class Kernel:
         )
         self.sender = Sender(self.session, self.io.outbox)
         self.shutdown_timeout = shutdown_timeout
-        self.supported_features: list[str] = []
+        self.supported_features: list[str] = ["kernel subshells"]
+        self.comm_handling = "concurrent"
+        self.set_comm_handling(comm_handling)
         self.exit_code = 0
         self._heartbeat: Heartbeat | None = None
         self._capture_fd = capture_fd
@@ -102,7 +107,13 @@ class Kernel:
         self.comm_manager = install_comms(self.sender)
         self.shell = ThreadlineShell.create(self.link)
         self.shell.kernel = self
-        self.channel = ShellChannel(
+        self.channel = self._make_channel(None)
+        self.channel.bind_loop(self._loop)
+        self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
+        self.subshells = SubshellManager(self._make_channel)
+
+    def _make_channel(self, subshell_id: str | None) -> ShellChannel:
+        return ShellChannel(
             self.shell,
             self.sender,
             self.comm_manager,
@@ -110,18 +121,28 @@ class Kernel:
             request_abort_marker=self._request_abort_marker,
             on_exit_requested=lambda: self.request_shutdown(restart=False),
             supported_features=self.supported_features,
+            subshell_id=subshell_id,
         )
-        self.channel.bind_loop(self._loop)
+
+    def set_comm_handling(self, mode: str) -> None:
+        """``"concurrent"``: comm messages are handled as they arrive, on the comm
+        worker thread, even while a cell runs (the default). ``"serial"``: in
+        order with the other shell requests, so only between cells."""
+        if mode not in ("concurrent", "serial"):
+            raise ValueError(f"comm handling must be 'concurrent' or 'serial', not {mode!r}")
+        self.comm_handling = mode
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> ConnectionInfo:
         """Bind the sockets and start the IO and heartbeat threads. Returns the bound ports."""
         routing.install_thread_propagation()
+        install_output_capture()
         connection = self.io.start()
         self._heartbeat = Heartbeat(connection)
         self._heartbeat.start()
         connection = connection.with_ports({"hb": self._heartbeat.port})
+        self.comm_worker.start()
         sys.stdout, sys.stderr = self.stdout, self.stderr
         if self._capture_fd:
             self._captures = [FdCapture(1, self.stdout), FdCapture(2, self.stderr)]
@@ -160,10 +181,14 @@ class Kernel:
         watchdog.start()
         if self.channel.cell_running:
             self.interrupt()
+        self.subshells.stop_all()
+        self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
 
     def interrupt(self) -> None:
-        """Interrupt the running cell (SIGINT to this process; handled on the main thread)."""
+        """Interrupt the running cells: the main shell's (by SIGINT, handled on the
+        main thread) and every subshell's."""
+        self.subshells.interrupt_all()
         os.kill(os.getpid(), signal.SIGINT)
 
     def close(self) -> None:
@@ -208,57 +233,84 @@ class Kernel:
         if channel == "control" or message.msg_type == "shutdown_request":
             self._control(channel, message)
         elif channel == "shell":
-            self.channel.post(message)
+            self._route_shell(message)
         elif channel == "stdin" and message.msg_type == "input_reply":
             self.stdin.on_reply(message)
         else:
             log.warning("unexpected %s on %s; ignored", message.msg_type, channel)
 
-    def _control(self, channel: str, message: Message) -> None:
-        """IO thread: answer a control request at once, even while a cell runs."""
+    def _route_shell(self, message: Message) -> None:
+        """IO thread: hand a shell request to the channel that serves it."""
+        subshell_id = message.subshell_id
+        if subshell_id is not None:
+            target = self.subshells.get(subshell_id)
+            if target is None:
+                self._answer_at_once(
+                    "shell",
+                    message,
+                    {
+                        "status": "error",
+                        "ename": "SubshellNotFound",
+                        "evalue": f"no subshell with id {subshell_id!r}",
+                        "traceback": [],
+                    },
+                )
+                return
+            target.post(message)
+        elif message.msg_type in _COMM_TYPES and self.comm_handling == "concurrent":
+            self.comm_worker.channel.post(message)
+        else:
+            self.channel.post(message)
+
+    def _answer_at_once(self, channel: str, message: Message, reply: dict[str, Any]) -> None:
+        """IO thread: busy, reply, idle -- for requests answered without a shell."""
         parent = message.header
         self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
-        kind = message.msg_type
-        restart = False
-        if kind == "kernel_info_request":
-            reply = requests.kernel_info(self.shell, self.supported_features)
-        elif kind == "shutdown_request":
-            restart = bool(message.content.get("restart", False))
-            reply = {"status": "ok", "restart": restart}
-        elif kind == "interrupt_request":
-            self.interrupt()
-            reply = {"status": "ok"}
-        else:
-            log.warning("unknown control request %r", kind)
-            reply = {
-                "status": "error",
-                "ename": "NotImplementedError",
-                "evalue": f"{kind} is not supported",
-                "traceback": [],
-            }
-        reply_type = kind[: -len("_request")] + "_reply" if kind.endswith("_request") else kind + "_reply"
         self.sender.send(
             channel,
-            reply_type,
+            _reply_type(message.msg_type),
             reply,
             parent=parent,
             identities=message.identities,
             metadata={"status": reply["status"]},
         )
         self.sender.publish("status", {"execution_state": "idle"}, parent=parent)
+
+    def _control(self, channel: str, message: Message) -> None:
+        """IO thread: answer a control request at once, even while cells run."""
+        kind, content = message.msg_type, message.content
+        reply: dict[str, Any] = {"status": "ok"}
+        if kind == "kernel_info_request":
+            reply = requests.kernel_info(self.shell, self.supported_features)
+        elif kind == "shutdown_request":
+            reply["restart"] = bool(content.get("restart", False))
+        elif kind == "interrupt_request":
+            self.interrupt()
+        elif kind == "create_subshell_request":
+            reply["subshell_id"] = self.subshells.create()
+        elif kind == "delete_subshell_request":
+            subshell_id = content.get("subshell_id")
+            if not isinstance(subshell_id, str) or not self.subshells.delete(subshell_id):
+                reply = _error_reply("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+        elif kind == "list_subshell_request":
+            reply["subshell_id"] = self.subshells.ids()
+        else:
+            log.warning("unknown control request %r", kind)
+            reply = _error_reply("NotImplementedError", f"{kind} is not supported")
+        self._answer_at_once(channel, message, reply)
         if kind == "shutdown_request":
-            self.request_shutdown(restart=restart)
+            self.request_shutdown(restart=reply["restart"])
 
     def _welcome(self, topic: bytes) -> None:
         """IO thread: a client subscribed to iopub (JEP 65): tell it the subscription is live."""
         self.sender.publish("iopub_welcome", {"subscription": topic.decode("utf-8", "replace")})
 
-    def _request_abort_marker(self) -> None:
-        """Main thread: after everything already received, post ABORT_END to the shell."""
+    def _request_abort_marker(self, channel: ShellChannel) -> None:
+        """After everything already received, post ABORT_END to ``channel``."""
 
         def drain_then_mark() -> None:
             self.io.receive_now("shell")
-            self.channel.post(ABORT_END)
+            channel.post(ABORT_END)
 
         self.io.outbox.call_soon(drain_then_mark)
 
@@ -280,3 +332,16 @@ class Kernel:
             capture.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)
+
+
+_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+
+
+def _reply_type(request_type: str) -> str:
+    if request_type.endswith("_request"):
+        return request_type[: -len("_request")] + "_reply"
+    return request_type + "_reply"
+
+
+def _error_reply(ename: str, evalue: str) -> dict[str, Any]:
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}

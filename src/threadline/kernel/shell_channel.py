@@ -62,9 +62,10 @@ class ShellChannel:
         comm_manager: CommManager,
         *,
         flush_streams: Callable[[Parent | None], None],
-        request_abort_marker: Callable[[], None],
+        request_abort_marker: Callable[[ShellChannel], None],
         on_exit_requested: Callable[[], None],
         supported_features: list[str],
+        subshell_id: str | None = None,
     ) -> None:
         self.shell = shell
         self.sender = sender
@@ -73,6 +74,9 @@ class ShellChannel:
         self._request_abort_marker = request_abort_marker
         self._on_exit_requested = on_exit_requested
         self._supported_features = supported_features
+        #: None for the main shell (and the comm worker); a subshell keeps its own count.
+        self.subshell_id = subshell_id
+        self._own_count = 1
         self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aborting = False
@@ -82,6 +86,19 @@ class ShellChannel:
     @property
     def cell_running(self) -> bool:
         return self._sync_cell_running or self._async_cell is not None
+
+    @property
+    def sync_cell_running(self) -> bool:
+        return self._sync_cell_running
+
+    def interrupt_async_cell(self) -> bool:
+        """Cancel the running async cell, if there is one. Safe from any thread."""
+        cell = self._async_cell
+        if cell is None or self._loop is None:
+            return False
+        self.shell.interrupting_async_cell = True
+        self._loop.call_soon_threadsafe(cell.cancel)
+        return True
 
     # -- feeding (IO thread) -------------------------------------------------------------
 
@@ -166,7 +183,7 @@ class ShellChannel:
                 message,
                 {
                     **_error_content(TypeError("code must be a string")),
-                    "execution_count": shell.execution_count,
+                    "execution_count": shell.execution_count - 1,
                 },
             )
             return
@@ -175,15 +192,19 @@ class ShellChannel:
         stop_on_error = bool(content.get("stop_on_error", True))
         user_expressions = content.get("user_expressions") or {}
 
+        # A subshell counts its own executions and keeps them out of IPython's
+        # history, whose numbering belongs to the main shell.
+        own_count = self.subshell_id is not None
+        count = self._own_count if own_count else shell.execution_count
         if not silent:
             self.sender.publish(
                 "execute_input",
-                {"code": code, "execution_count": shell.execution_count},
+                {"code": code, "execution_count": count},
                 parent=parent.header,
             )
         routing.note_execute_started(parent)
         try:
-            result = await self._run_cell(code, store_history=store_history, silent=silent)
+            result = await self._run_cell(code, store_history=store_history and not own_count, silent=silent)
         finally:
             routing.note_execute_finished(parent)
 
@@ -197,7 +218,14 @@ class ShellChannel:
             reply = {"status": "error", **error}
         else:
             reply = {"status": "ok"}
-        reply["execution_count"] = shell.execution_count - 1 if store_history else shell.execution_count
+        if own_count:
+            reply["execution_count"] = count
+            if store_history:
+                self._own_count += 1
+        else:
+            # The count of the last cell that stored history (this one, if it did): a
+            # front end shows ``execution_count + 1`` as its next prompt.
+            reply["execution_count"] = shell.execution_count - 1
         try:
             reply["user_expressions"] = shell.user_expressions(user_expressions) if not failed else {}
         except Exception as exc:  # a bad user_expressions dict, not a bad expression
@@ -209,7 +237,7 @@ class ShellChannel:
         if failed and stop_on_error and not silent:
             # Before the reply leaves: everything already sent to us is aborted.
             self._aborting = True
-            self._request_abort_marker()
+            self._request_abort_marker(self)
         self._flush_streams(parent)
         self._reply(message, reply)
         if shell.exit_now:
@@ -244,6 +272,7 @@ class ShellChannel:
                 result = _interrupted_result(shell, code, store_history)
             finally:
                 self._async_cell = None
+                shell.interrupting_async_cell = False
                 shell.events.trigger("post_execute")
                 if not silent:
                     shell.events.trigger("post_run_cell", result)
@@ -260,9 +289,7 @@ class ShellChannel:
         """The SIGINT handler (main thread): interrupt whatever cell is running."""
         if self._sync_cell_running:
             raise KeyboardInterrupt
-        cell = self._async_cell
-        if cell is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(cell.cancel)
+        self.interrupt_async_cell()
 
     # -- sending ------------------------------------------------------------------------------
 

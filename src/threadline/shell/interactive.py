@@ -13,19 +13,32 @@ is kept thread-locally for the execute reply.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import threading
 from typing import Any
 
+from IPython.core.autocall import ExitAutocall
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Type
+from traitlets import Bool, Instance, Type, default
 
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
 
 
+class KernelExitAutocall(ExitAutocall):  # type: ignore[misc]
+    """``exit`` / ``quit``; ``exit(keep_kernel=True)`` closes the front end but not the kernel."""
+
+    def __call__(self, keep_kernel: bool = False) -> None:
+        self._ip.keepkernel_on_exit = bool(keep_kernel)
+        self._ip.ask_exit()
+
+
 class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     """The IPython shell of a threadline kernel."""
+
+    exiter = Instance(KernelExitAutocall)
 
     displayhook_class = Type(JupyterDisplayHook)
     display_pub_class = Type(JupyterDisplayPublisher)
@@ -40,6 +53,10 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._errors = threading.local()
         self.set_hook("show_in_pager", _page_to_payload)
+
+    @default("exiter")  # type: ignore[untyped-decorator]
+    def _default_exiter(self) -> KernelExitAutocall:
+        return KernelExitAutocall(self)
 
     @classmethod
     def create(cls, link: KernelLink, **config: Any) -> ThreadlineShell:
@@ -65,6 +82,22 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported by threadline")
 
     # -- errors ---------------------------------------------------------------------
+
+    #: Set (on the main thread) while an interrupt is cancelling the running async cell.
+    interrupting_async_cell = Bool(False)
+
+    def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
+        """IPython's, except that an interrupted async cell shows ``KeyboardInterrupt``.
+
+        An interrupt cancels an async cell's task; IPython catches the resulting
+        ``CancelledError`` in the cell like any other exception. The user asked
+        for an interrupt, so that is what they see (and what the reply says).
+        """
+        value = sys.exc_info()[1] if exc_tuple is None else exc_tuple[1]
+        if self.interrupting_async_cell and isinstance(value, asyncio.CancelledError):
+            interrupt = KeyboardInterrupt()
+            exc_tuple = (KeyboardInterrupt, interrupt, value.__traceback__)
+        super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype: type[BaseException], evalue: BaseException, stb: list[str]) -> None:
         content = {
