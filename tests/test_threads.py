@@ -333,3 +333,8 @@ def test_c_level_output_is_captured(kc: BlockingKernelClient) -> None:
     assert run.content["status"] == "ok"
     assert run.stdout == "raw fd one\nfrom a shell\nfrom a child\n"
     assert run.stderr == "raw fd two\n"
+
+
+def test_user_logging_shows_in_the_cell(kc: BlockingKernelClient) -> None:
+    run = execute(kc, "import logging\nlogging.getLogger('mine').warning('careful')")
+    assert run.stderr == "careful\n"

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 from threadline import __version__
 
@@ -57,6 +58,21 @@ def write_connection_file(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+def configure_logging(stream: TextIO, level: str) -> None:
+    """The kernel's own log goes to the process's original stderr.
+
+    Only the ``threadline`` logger is configured: the root logger stays the
+    user's, so ``logging.warning(...)`` in a cell is shown in the cell, as in
+    any Jupyter kernel.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[threadline %(levelname)s %(asctime)s %(name)s] %(message)s"))
+    logger = logging.getLogger("threadline")
+    logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level.upper()))
+    logger.propagate = False
+
+
 def launch(args: argparse.Namespace) -> int:
     from threadline.kernel.kernel import Kernel, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
@@ -91,12 +107,7 @@ def launch(args: argparse.Namespace) -> int:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
     bound = kernel.start()
-    # After start: with fd capture on, the original stderr lives elsewhere.
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        stream=kernel.log_stream,
-        format="[threadline %(levelname)s %(asctime)s %(name)s] %(message)s",
-    )
+    configure_logging(kernel.log_stream, args.log_level)
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
