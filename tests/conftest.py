@@ -16,8 +16,8 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from threadline.app import kernel_spec
 from tests.kernel_helpers import start_kernel, stop_kernel
+from threadline.app import kernel_spec
 
 
 @pytest.fixture(scope="session", autouse=True)

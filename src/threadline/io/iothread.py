@@ -17,9 +17,12 @@ edge-triggered nature of ZeroMQ's own file descriptor never strands a message.
 
 Sends never block. When a socket cannot take a message (iopub at its
 high-water mark with a slow subscriber; ``XPUB_NODROP`` makes ZeroMQ say so
-instead of dropping), the IO thread stops taking from the outbox and waits for
-that socket to become writable. The outbox then fills, producer threads wait,
-and memory stays bounded -- with nothing dropped anywhere.
+instead of dropping), the IO thread stops taking from the outbox and retries
+the waiting message on a short timer, backing off to a few milliseconds. (It
+cannot wait for POLLOUT: an XPUB always reports it, and a ROUTER does as soon
+as any one peer has room.) What waited is retried before anything new is taken,
+so the outbox fills, producer threads wait, and memory stays bounded -- with
+nothing dropped anywhere.
 
 Incoming messages that fail to decode are counted by reason, logged at a
 limited rate, and dropped; the loop goes on. An exception that escapes the loop
@@ -54,6 +57,11 @@ SENDING_CHANNELS = ("shell", "control", "stdin", "iopub")
 
 Dispatcher = Callable[[str, Message], None]
 
+#: How soon a send that found its socket full is retried: doubling from the
+#: first to the last value while the socket stays full (seconds).
+STALL_RETRY_FIRST = 0.001
+STALL_RETRY_LAST = 0.016
+
 
 class IOThreadError(RuntimeError):
     """A method was called from the wrong thread, or the IO thread failed to start."""
@@ -76,7 +84,7 @@ class IOThread:
         on_subscribe: Callable[[bytes], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         outbox_capacity: int = 4096,
-        iopub_hwm: int = 10000,
+        iopub_hwm: int = 1000,
         linger_ms: int = 2000,
     ) -> None:
         self.connection = connection
@@ -93,6 +101,8 @@ class IOThread:
         self._ready: deque[Item] = deque()
         self._processing = False
         self._stalled: zmq.Socket[bytes] | None = None
+        self._retry_at = 0.0
+        self._retry_delay = STALL_RETRY_FIRST
         self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._timer_seq = itertools.count()
         self._stop_deadline: float | None = None
@@ -235,20 +245,14 @@ class IOThread:
         poller.register(iopub, zmq.POLLIN)
         bell = self.outbox.fileno()
         poller.register(bell, zmq.POLLIN)
-        watching_out: zmq.Socket[bytes] | None = None
+        bell_on = True
 
         while True:
-            # While a socket is full, stop listening to the doorbell (so the
-            # outbox fills and producers wait) and listen for room instead.
-            if self._stalled is not watching_out:
-                if watching_out is not None:
-                    poller.modify(watching_out, zmq.POLLIN)
-                if self._stalled is not None:
-                    poller.modify(self._stalled, zmq.POLLIN | zmq.POLLOUT)
-                    poller.modify(bell, 0)
-                else:
-                    poller.modify(bell, zmq.POLLIN)
-                watching_out = self._stalled
+            # While a socket is full, stop listening to the doorbell, so the
+            # outbox fills and producers wait; the poll timeout covers the retry.
+            if bell_on != (self._stalled is None):
+                bell_on = self._stalled is None
+                poller.modify(bell, zmq.POLLIN if bell_on else 0)
 
             events = dict(poller.poll(self._poll_timeout()))
 
@@ -257,8 +261,12 @@ class IOThread:
                     self._receive_all(sock, channel_of[id(sock)])
             if iopub in events:
                 self._receive_subscriptions(iopub)
-            if self._stalled is not None and events.get(self._stalled, 0) & zmq.POLLOUT:
+            if self._stalled is not None and time.monotonic() >= self._retry_at:
                 self._stalled = None
+                self._process_ready()  # what waited goes first, before anything new is taken
+                if self._stalled is None:
+                    self._retry_delay = STALL_RETRY_FIRST
+                    self.outbox.stalled = False
             if self._stalled is None:
                 self._ready.extend(self.outbox.take_batch())
             self._process_ready()
@@ -278,6 +286,8 @@ class IOThread:
     def _poll_timeout(self) -> int | None:
         """Milliseconds until the next timer (or stop deadline); None for no limit."""
         nearest = self._timers[0][0] if self._timers else None
+        if self._stalled is not None and (nearest is None or self._retry_at < nearest):
+            nearest = self._retry_at
         if self._stop_deadline is not None and (nearest is None or self._stop_deadline < nearest):
             nearest = self._stop_deadline
         if self._stop_deadline is not None and self._stalled is None and not self._ready and not self.outbox:
@@ -344,8 +354,12 @@ class IOThread:
             self._ready.append((channel, frames))
             return
         # Messages queued before this one must go first.
-        if self._stalled is None:
-            self._ready.extend(self.outbox.take_batch())
+        if self._stalled is not None:
+            # The outbox holds messages queued before this one, and stays
+            # untaken until the socket has room: queue behind them.
+            self.outbox.append_from_io_thread((channel, frames))
+            return
+        self._ready.extend(self.outbox.take_batch())
         self._ready.append((channel, frames))
         self._process_ready()
 
@@ -373,6 +387,9 @@ class IOThread:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             self._stalled = sock
+            self.outbox.stalled = True
+            self._retry_at = time.monotonic() + self._retry_delay
+            self._retry_delay = min(2 * self._retry_delay, STALL_RETRY_LAST)
             return False
         except zmq.ZMQError as exc:
             if exc.errno == errno.EHOSTUNREACH:

@@ -15,18 +15,24 @@ then takes exactly the items queued at that moment. An item appended after the
 flag was cleared rings again; an item appended before is in the batch. So no
 item is ever left without a wake-up, and producers cannot starve the consumer.
 
-A lock guards only the closed flag together with the append, so a put is either
-queued before the close (and then flushed) or refused with ``OutboxClosed``;
-it is never silently lost.
+A lock guards only the closed flag and the room check together with the append,
+so a put is either queued before the close (and then flushed) or refused with
+``OutboxClosed`` -- it is never silently lost -- and producers racing for the
+last free slot cannot overfill the queue.
 
 On the IO thread itself ``put`` does not queue at all: it calls the IO thread's
 direct-send function, which first sends whatever is already queued, so "what
 happened before" is always sent before.
 
-The queue is bounded. A producer that finds it at capacity waits until the IO
-thread has drained it below the low-water mark (never the IO thread itself,
-which must not block). Memory therefore stays bounded under any flood, and
-nothing is dropped.
+The queue is bounded twice: in messages (``capacity``) and in bytes
+(``max_bytes``, counted under the same lock as the append, and once per batch
+on the IO thread's side). A producer that finds it full waits until the IO
+thread has drained it below half of both (never the IO thread itself, which
+must not block). A single message larger than ``max_bytes`` still goes, alone.
+Memory therefore stays bounded under any flood, and nothing is dropped.
+
+``congested`` tells producers that may defer work (the stream flush timer) to
+do so: the queue is full, or the IO thread is waiting for a full socket.
 """
 
 from __future__ import annotations
@@ -44,6 +50,18 @@ CALL: Final = "call"
 Item = tuple[str, "list[Frame] | Callable[[], object]"]
 
 DEFAULT_CAPACITY = 4096
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+def _size(item: Item) -> int:
+    """Bytes a queued item holds (a call holds none worth counting)."""
+    kind, payload = item
+    if kind == CALL or callable(payload):
+        return 0
+    total = 0
+    for frame in payload:
+        total += frame.nbytes if isinstance(frame, memoryview) else len(frame)
+    return total
 
 
 class OutboxClosed(RuntimeError):
@@ -57,11 +75,17 @@ class Outbox:
     thread. Every other method belongs to the IO thread.
     """
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if capacity < 2:
             raise ValueError("outbox capacity must be at least 2")
+        if max_bytes < 1:
+            raise ValueError("outbox max_bytes must be positive")
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._low_water = capacity // 2
+        self._bytes = 0  # bytes queued; changed only under the lock
+        #: Set by the IO thread while a socket is full and it cannot send.
+        self.stalled = False
         self._queue: deque[Item] = deque()
         self._lock = threading.Lock()
         self._closed = False
@@ -112,13 +136,35 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def congested(self) -> bool:
+        """Whether producers that can wait should: full, or the IO thread is stalled."""
+        return self.stalled or len(self._queue) >= self.capacity or self._bytes >= self.max_bytes
+
     def _append(self, item: Item, *, wait_for_room: bool = True) -> None:
-        if wait_for_room and len(self._queue) >= self.capacity:
-            self._wait_for_room()
-        with self._lock:
-            if self._closed:
-                raise OutboxClosed("the outbox is closed; the kernel is shutting down")
-            self._queue.append(item)
+        # The IO thread never blocks on itself.
+        wait_for_room = wait_for_room and threading.get_ident() != self._io_ident
+        size = _size(item)
+        while True:
+            # Room is checked under the lock, with the append: checked outside,
+            # many producers could see one free slot and all take it.
+            with self._lock:
+                if self._closed:
+                    raise OutboxClosed("the outbox is closed; the kernel is shutting down")
+                if not wait_for_room or self._has_room(size):
+                    self._queue.append(item)
+                    self._bytes += size
+                    break
+                self._room.clear()
+                # Cleared first, then checked: a drain in between is not missed.
+                if self._has_room(size):
+                    continue
+            # The timeout is only a safety net; the IO thread sets the event.
+            self._room.wait(1.0)
         if not self._ring_pending:
             self._ring_pending = True
             try:
@@ -129,15 +175,10 @@ class Outbox:
                 if not self._closed:
                     raise
 
-    def _wait_for_room(self) -> None:
-        if threading.get_ident() == self._io_ident:
-            return  # the IO thread never blocks on itself
-        while len(self._queue) >= self.capacity and not self._closed:
-            self._room.clear()
-            if len(self._queue) < self.capacity:
-                break
-            # The timeout is only a safety net; the IO thread sets the event.
-            self._room.wait(1.0)
+    def _has_room(self, size: int) -> bool:
+        if len(self._queue) >= self.capacity:
+            return False
+        return self._bytes == 0 or self._bytes + size <= self.max_bytes
 
     # -- IO thread only -----------------------------------------------------------
 
@@ -160,21 +201,34 @@ class Outbox:
             pass
         self._ring_pending = False
         queue = self._queue
-        return [queue.popleft() for _ in range(len(queue))]
+        batch = [queue.popleft() for _ in range(len(queue))]
+        if batch:
+            taken = sum(_size(item) for item in batch)
+            with self._lock:
+                self._bytes -= taken
+        return batch
 
     def push_back(self, items: list[Item]) -> None:
         """Return unsent items to the head of the queue, keeping their order."""
         self._require_io_thread()
-        self._queue.extendleft(reversed(items))
+        with self._lock:
+            self._queue.extendleft(reversed(items))
+            self._bytes += sum(_size(item) for item in items)
 
     def append_from_io_thread(self, item: Item) -> None:
         """Queue behind what is waiting (when a socket cannot take more yet)."""
         self._require_io_thread()
-        self._queue.append(item)
+        with self._lock:
+            self._queue.append(item)
+            self._bytes += _size(item)
 
     def signal_room(self) -> None:
         """Wake producers waiting for room, once the queue is below low water."""
-        if len(self._queue) <= self._low_water and not self._room.is_set():
+        if (
+            len(self._queue) <= self._low_water
+            and self._bytes <= self.max_bytes // 2
+            and not self._room.is_set()
+        ):
             self._room.set()
 
     def close(self) -> None:
@@ -185,5 +239,9 @@ class Outbox:
 
     def release(self) -> None:
         """Close the doorbell sockets (after the IO thread has stopped)."""
+        # A thread started later may get the dead IO thread's ident: it must
+        # be refused like any other, not "send directly" on closed sockets.
+        self._io_ident = None
+        self._send_direct = None
         self._bell_recv.close()
         self._bell_send.close()

@@ -35,8 +35,15 @@ class Signer:
         digest_name = scheme[len("hmac-") :]
         if digest_name not in hashlib.algorithms_available:
             raise LocalProtocolError(f"unknown signature scheme {scheme!r}")
+        try:
+            # Some available digests cannot key an HMAC or give a fixed-size
+            # hex digest (shake_*): refuse them here, not at the first message.
+            prototype = hmac.new(key or b"probe", digestmod=digest_name)
+            prototype.copy().hexdigest()
+        except (ValueError, TypeError) as exc:
+            raise LocalProtocolError(f"signature scheme {scheme!r} cannot sign: {exc}") from None
         self.scheme = scheme
-        self._prototype = hmac.new(key, digestmod=digest_name) if key else None
+        self._prototype = prototype if key else None
 
     @property
     def enabled(self) -> bool:
