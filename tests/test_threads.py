@@ -259,9 +259,9 @@ def test_exit_in_a_cell_flushes_thread_output(kernel: tuple[KernelManager, Block
         f"threading.Thread(target=lambda: (go.wait(), [print(f'x {{i}}') for i in range({n})])).start()",
     )
     cell = setup.reply["parent_header"]["msg_id"]
-    goodbye = execute(kc, "go.set()\nexit()")
-    assert any(p["source"] == "ask_exit" for p in goodbye.content["payload"])
-    got: list[str] = list(lines_by_parent(setup.of_type("stream"))[cell])
+    _, during = execute_seeing_all(kc, "go.set()\nexit()")
+    seen = setup.of_type("stream") + [m for m in during if m["msg_type"] == "stream"]
+    got: list[str] = list(lines_by_parent(seen)[cell])
     deadline = time.monotonic() + TIMEOUT
     while len(got) < n and time.monotonic() < deadline:
         try:
@@ -338,3 +338,29 @@ def test_c_level_output_is_captured(kc: BlockingKernelClient) -> None:
 def test_user_logging_shows_in_the_cell(kc: BlockingKernelClient) -> None:
     run = execute(kc, "import logging\nlogging.getLogger('mine').warning('careful')")
     assert run.stderr == "careful\n"
+
+
+def test_a_deliberate_partial_line_is_shown_before_its_newline(kc: BlockingKernelClient) -> None:
+    setup = execute(
+        kc,
+        "import threading\n"
+        "go = threading.Event()\n"
+        "def prompt():\n"
+        "    print('waiting...', end='')\n"
+        "    go.wait()\n"
+        "    print(' done')\n"
+        "threading.Thread(target=prompt).start()",
+    )
+    cell = setup.reply["parent_header"]["msg_id"]
+    seen = setup.of_type("stream")
+    # The thread is blocked with half a line written: it must still be shown.
+    if not seen:
+        seen = stream_messages_until(kc, lambda ms: len(ms) >= 1)
+    assert [m["content"]["text"] for m in seen] == ["waiting..."]
+    _, during = execute_seeing_all(kc, "go.set()")
+    seen += [m for m in during if m["msg_type"] == "stream"]
+    seen += stream_messages_until(
+        kc, lambda ms: "".join(m["content"]["text"] for m in seen + ms).endswith("\n")
+    )
+    assert "".join(m["content"]["text"] for m in seen) == "waiting... done\n"
+    assert {m["parent_header"]["msg_id"] for m in seen} == {cell}

@@ -49,6 +49,10 @@ from threadline.shell.widgets import install_output_capture
 log = logging.getLogger("threadline.kernel")
 
 
+#: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
+FIRST_SUBSCRIBER_WAIT = 2.0
+
+
 class KernelConfigError(ValueError):
     """The kernel cannot start with this configuration."""
 
@@ -99,6 +103,9 @@ class Kernel:
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
+        self._close_done = threading.Event()
+        #: Shell requests received before iopub's first subscriber (None once it came).
+        self._held_shell: list[Message] | None = []
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
@@ -206,13 +213,15 @@ class Kernel:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        self._close_done.set()
 
     def _force_exit(self) -> None:
         log.warning(
             "shutdown did not finish in %.1fs (a thread is still running); exiting", self.shutdown_timeout
         )
         try:
-            self.close()
+            self.close()  # returns at once if atexit is already closing...
+            self._close_done.wait(self.shutdown_timeout)  # ...so let that finish sending
         finally:
             os._exit(self.exit_code)
 
@@ -233,7 +242,7 @@ class Kernel:
         if channel == "control" or message.msg_type == "shutdown_request":
             self._control(channel, message)
         elif channel == "shell":
-            self._route_shell(message)
+            self._hold_or_route_shell(message)
         elif channel == "stdin" and message.msg_type == "input_reply":
             self.stdin.on_reply(message)
         else:
@@ -304,6 +313,27 @@ class Kernel:
     def _welcome(self, topic: bytes) -> None:
         """IO thread: a client subscribed to iopub (JEP 65): tell it the subscription is live."""
         self.sender.publish("iopub_welcome", {"subscription": topic.decode("utf-8", "replace")})
+        self._release_held_shell()
+
+    def _hold_or_route_shell(self, message: Message) -> None:
+        """IO thread: until iopub has its first subscriber, hold shell requests (bounded).
+
+        A client connects its shell and iopub sockets together, but the iopub
+        subscription often arrives after the first request is answered: its
+        busy/idle and output would be lost, and a front end that waits for idle
+        without polling first (jupyter console) would wait forever.
+        """
+        if self._held_shell is None:
+            self._route_shell(message)
+            return
+        if not self._held_shell:
+            self.io.call_later(FIRST_SUBSCRIBER_WAIT, self._release_held_shell)
+        self._held_shell.append(message)
+
+    def _release_held_shell(self) -> None:
+        held, self._held_shell = self._held_shell, None
+        for message in held or ():
+            self._route_shell(message)
 
     def _request_abort_marker(self, channel: ShellChannel) -> None:
         """After everything already received, post ABORT_END to ``channel``."""

@@ -14,8 +14,7 @@ Text leaves a buffer as one ``stream`` message per batch:
   full, which is what bounds memory under a flood);
 * by the IO thread, on a short coalesced timer (one pending timer per stream,
   armed by the first write after a quiet spell): complete lines only, plus a
-  partial line once no newline has come for ``partial_line_delay`` (or its
-  thread has ended);
+  partial line once it is *due* (see below);
 * by ``flush()`` (the calling thread's own buffer, partial line included), and
   by the kernel before replies and status changes (``flush_parent``: all of the
   calling thread's text, complete lines of other threads) and at shutdown
@@ -23,6 +22,15 @@ Text leaves a buffer as one ``stream`` message per batch:
 
 So a line is only ever split by its own thread: by an explicit flush, by
 pausing mid-line, or by writing more than ``chunk_size`` without a newline.
+
+When is a partial line due? A thread that writes ``"x"`` and then ``"\n"``
+can lose the CPU between the two writes for a long while on a busy machine,
+so wall-clock time alone would split lines under load. A partial line is due
+when it is at least ``partial_line_delay`` old *and* its thread has since used
+CPU time without finishing it (it chose to leave it: a prompt, a progress
+dot), read from the thread's own CPU clock; or when it is older than
+``partial_line_patience`` (the thread is blocked, in a sleep or a C call); or
+when its thread has ended.
 
 Every extraction happens under the buffer's lock *together with* queuing its
 message, so the order in which a thread's text is queued is the order it was
@@ -47,7 +55,7 @@ Scheduler = Callable[[float, Callable[[], None]], None]
 
 
 class _ThreadBuffer:
-    __slots__ = ("lock", "parent", "partial_since", "parts", "size", "thread")
+    __slots__ = ("cpu_mark", "lock", "observed_since", "parent", "partial_since", "parts", "size", "thread")
 
     def __init__(self, thread: threading.Thread) -> None:
         self.lock = threading.Lock()
@@ -56,6 +64,9 @@ class _ThreadBuffer:
         self.parent: Parent | None = None
         #: When the text after the last newline began (what a partial line waits from).
         self.partial_since = 0.0
+        #: The thread's CPU time when the IO thread first saw the current partial line.
+        self.cpu_mark = 0.0
+        self.observed_since = -1.0
         self.thread = thread
 
 
@@ -69,7 +80,8 @@ class OutStream(io.TextIOBase):
         schedule: Scheduler,
         *,
         flush_interval: float = 0.004,
-        partial_line_delay: float = 0.05,
+        partial_line_delay: float = 0.1,
+        partial_line_patience: float = 1.0,
         chunk_size: int = 64 * 1024,
         fallback: TextIO | None = None,
     ) -> None:
@@ -79,6 +91,7 @@ class OutStream(io.TextIOBase):
         self._schedule = schedule
         self.flush_interval = flush_interval
         self.partial_line_delay = partial_line_delay
+        self.partial_line_patience = partial_line_patience
         self.chunk_size = chunk_size
         #: Where text goes once the kernel can no longer send (its own log).
         self.fallback = fallback
@@ -118,6 +131,9 @@ class OutStream(io.TextIOBase):
             buffer.size += len(text)
             if buffer.size >= self.chunk_size:
                 self._emit(buffer, everything=False)
+                # Sending may have waited for room; the tail's wait for its
+                # newline starts now, not while this thread could not write.
+                buffer.partial_since = time.monotonic()
         if not self._timer_armed:
             self._timer_armed = True
             self._schedule(self.flush_interval, self._on_timer)
@@ -192,13 +208,34 @@ class OutStream(io.TextIOBase):
                 self.fallback.write(text)
 
     def _settle(self, buffer: _ThreadBuffer, now: float) -> None:
-        """Send complete lines; the partial line too once it is overdue. Lock held."""
-        overdue = now - buffer.partial_since >= self.partial_line_delay or not buffer.thread.is_alive()
-        self._emit(buffer, everything=overdue)
+        """Send complete lines; the partial line too once it is due. Lock held."""
+        self._emit(buffer, everything=self._partial_line_due(buffer, now))
+
+    def _partial_line_due(self, buffer: _ThreadBuffer, now: float) -> bool:
+        age = now - buffer.partial_since
+        if age < self.partial_line_delay:
+            return not buffer.thread.is_alive()
+        if age >= self.partial_line_patience or not buffer.thread.is_alive():
+            return True
+        cpu = _thread_cpu_time(buffer.thread)
+        if cpu is None:
+            return True  # no per-thread clock here: wall-clock time decides
+        if buffer.observed_since != buffer.partial_since:
+            buffer.observed_since = buffer.partial_since  # first look at this partial line
+            buffer.cpu_mark = cpu
+            return False
+        return cpu - buffer.cpu_mark >= _RAN_WITHOUT_FINISHING
 
     def _on_timer(self) -> None:
         """IO thread: ship complete lines, and partial lines that waited long enough."""
         self._timer_armed = False
+        if self._sender.outbox.congested:
+            # The kernel is flooded: leave the text in the buffers (whose
+            # writers send it themselves, waiting for room) rather than pile it
+            # up on the IO thread, and look again later.
+            self._timer_armed = True
+            self._schedule(self.flush_interval, self._on_timer)
+            return
         now = time.monotonic()
         pending = False
         for key, buffer in list(self._buffers.items()):
@@ -218,3 +255,19 @@ class OutStream(io.TextIOBase):
         if pending and not self._timer_armed:
             self._timer_armed = True
             self._schedule(self.flush_interval, self._on_timer)
+
+
+#: CPU time a thread must use, after its partial line is due, to count as having left it.
+_RAN_WITHOUT_FINISHING = 0.002
+
+
+def _thread_cpu_time(thread: threading.Thread) -> float | None:
+    """CPU seconds ``thread`` has used, from its own clock (None where unavailable)."""
+    ident = thread.ident
+    getclock = getattr(time, "pthread_getcpuclockid", None)
+    if ident is None or getclock is None:
+        return None
+    try:
+        return time.clock_gettime(getclock(ident))
+    except (OSError, OverflowError):
+        return None
