@@ -18,7 +18,9 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 TIMEOUT = 30.0
 
 
-def start_kernel(kernel_name: str = "threadline", **kwargs: Any) -> tuple[KernelManager, BlockingKernelClient]:
+def start_kernel(
+    kernel_name: str = "threadline", **kwargs: Any
+) -> tuple[KernelManager, BlockingKernelClient]:
     manager, client = start_new_kernel(kernel_name=kernel_name, startup_timeout=60, **kwargs)
     return manager, client
 
@@ -47,14 +49,20 @@ class Execution:
 
     @property
     def stdout(self) -> str:
-        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout")
+        return "".join(
+            m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout"
+        )
 
     @property
     def stderr(self) -> str:
-        return "".join(m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stderr")
+        return "".join(
+            m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stderr"
+        )
 
 
-def collect_until_idle(client: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+def collect_until_idle(
+    client: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT
+) -> list[dict[str, Any]]:
     """The iopub messages whose parent is ``msg_id``, up to and including its idle status."""
     deadline = time.monotonic() + timeout
     collected: list[dict[str, Any]] = []
@@ -73,7 +81,9 @@ def collect_until_idle(client: BlockingKernelClient, msg_id: str, timeout: float
             return collected
 
 
-def get_reply(client: BlockingKernelClient, msg_id: str, channel: str = "shell", timeout: float = TIMEOUT) -> dict[str, Any]:
+def get_reply(
+    client: BlockingKernelClient, msg_id: str, channel: str = "shell", timeout: float = TIMEOUT
+) -> dict[str, Any]:
     """The reply to ``msg_id`` on ``channel``; replies to other requests are skipped."""
     deadline = time.monotonic() + timeout
     get = client.get_shell_msg if channel == "shell" else client.get_control_msg

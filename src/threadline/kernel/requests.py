@@ -128,7 +128,11 @@ def history(shell: ThreadlineShell, content: dict[str, Any]) -> dict[str, Any]:
             "traceback": [],
             "history": [],
         }
-    return {"status": "ok", "history": list(entries)}
+    # IPython numbers the current session 0 in what it reads from memory; a client
+    # needs the real number, to ask for the same entries again (e.g. by range).
+    current = manager.session_number
+    history = [(session or current, line, entry) for session, line, entry in entries]
+    return {"status": "ok", "history": history}
 
 
 def is_complete(shell: ThreadlineShell, content: dict[str, Any]) -> dict[str, Any]:

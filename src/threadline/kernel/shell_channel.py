@@ -45,6 +45,8 @@ from threadline.shell.interactive import ThreadlineShell
 
 log = logging.getLogger("threadline.kernel")
 
+#: Seconds between an ``exit`` cell's reply and the kernel shutting itself down.
+EXIT_GRACE_PERIOD: Final = 2.0
 ABORT_END: Final = "abort-end"
 STOP: Final = "stop"
 QueueItem = Message | str
@@ -242,7 +244,11 @@ class ShellChannel:
         self._reply(message, reply)
         if shell.exit_now:
             shell.exit_now = False
-            self._on_exit_requested()
+            # The front end acts on the ask_exit payload first: jupyter console reads
+            # this reply, exits and shuts the kernel down itself -- but stops reading
+            # replies once the kernel process is gone. So the kernel ends itself only
+            # if the front end has not done so within a grace period.
+            asyncio.get_running_loop().call_later(EXIT_GRACE_PERIOD, self._on_exit_requested)
 
     async def _run_cell(self, code: str, *, store_history: bool, silent: bool) -> ExecutionResult:
         shell = self.shell
