@@ -4,8 +4,15 @@ Theory of operation
 -------------------
 Each thread writes into a buffer of its own (found through a
 ``threading.local``), tagged with the parent its text belongs to. So one
-thread's line can never be split by another's, and a write costs an append
-under an uncontended lock.
+thread's line can never be split by another's. A buffer has exactly one
+producer -- its thread -- so a write takes no lock: it appends to a ``deque``
+(atomic in CPython) and bumps a counter only that thread writes. Everything
+that *takes* text out (the timer, the kernel's flushes, the writer's own
+chunk flush or parent switch) holds the buffer's lock, so consumers never
+race each other; they pop from the left while the writer appends on the
+right, and a partial line they leave is pushed back on the left. (This leans
+on the GIL's atomic deque operations; a free-threaded build would need the
+writer to take the lock too.)
 
 Text leaves a buffer as one ``stream`` message per batch:
 
@@ -25,8 +32,10 @@ pausing mid-line, or by writing more than ``chunk_size`` without a newline.
 
 When is a partial line due? A thread that writes ``"x"`` and then ``"\n"``
 can lose the CPU between the two writes for a long while on a busy machine,
-so wall-clock time alone would split lines under load. A partial line is due
-when it is at least ``partial_line_delay`` old *and* its thread has since used
+so wall-clock time alone would split lines under load. A partial line is
+dated by the consumers, from when one first sees it (so the writer never reads
+a clock). It is due when it is at least ``partial_line_delay`` old *and* its
+thread has since used
 CPU time without finishing it (it chose to leave it: a prompt, a progress
 dot), read from the thread's own CPU clock; or when it is older than
 ``partial_line_patience`` (the thread is blocked, in a sleep or a C call); or
@@ -43,30 +52,45 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from threadline import routing
 from threadline.io import OutboxClosed, Sender
-from threadline.routing import Parent
+from threadline.routing import Parent, current_parent
+
+monotonic = time.monotonic
 
 #: Schedules ``function`` on the IO thread after ``delay`` seconds; callable from any thread.
 Scheduler = Callable[[float, Callable[[], None]], None]
 
 
 class _ThreadBuffer:
-    __slots__ = ("cpu_mark", "lock", "observed_since", "parent", "partial_since", "parts", "size", "thread")
+    __slots__ = (
+        "cpu_mark",
+        "lock",
+        "parent",
+        "parts",
+        "tail_seen",
+        "tail_start",
+        "taken",
+        "thread",
+        "written",
+    )
 
     def __init__(self, thread: threading.Thread) -> None:
+        #: Held by whoever takes text out; the writing thread appends without it.
         self.lock = threading.Lock()
-        self.parts: list[str] = []
-        self.size = 0
+        self.parts: deque[str] = deque()
+        #: Characters appended (by the writer only) and taken out (by consumers only).
+        self.written = 0
+        self.taken = 0
         self.parent: Parent | None = None
-        #: When the text after the last newline began (what a partial line waits from).
-        self.partial_since = 0.0
-        #: The thread's CPU time when the IO thread first saw the current partial line.
-        self.cpu_mark = 0.0
-        self.observed_since = -1.0
+        #: The partial line a consumer last saw: where it starts (in characters
+        #: written), when it was first seen, and its thread's CPU time once due.
+        self.tail_start = -1
+        self.tail_seen = 0.0
+        self.cpu_mark: float | None = None
         self.thread = thread
 
 
@@ -112,32 +136,35 @@ class OutStream(io.TextIOBase):
         return False
 
     def write(self, text: str) -> int:
+        # The hot path of every print(): no lock, few attribute lookups.
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if not text:
+        size = len(text)
+        if not size:
             return 0
-        buffer: _ThreadBuffer | None = getattr(self._local, "buffer", None)
-        if buffer is None:
+        try:
+            buffer: _ThreadBuffer = self._local.buffer
+        except AttributeError:
             buffer = self._new_buffer()
-        parent = routing.current_parent()
-        with buffer.lock:
-            if buffer.parent is not parent:
-                if buffer.parts:
-                    self._emit(buffer, everything=True)
-                buffer.parent = parent
-            if not buffer.parts or "\n" in text:
-                buffer.partial_since = time.monotonic()
-            buffer.parts.append(text)
-            buffer.size += len(text)
-            if buffer.size >= self.chunk_size:
+        parent = current_parent()
+        if buffer.parent is not parent:
+            self._switch_parent(buffer, parent)
+        buffer.parts.append(text)
+        buffer.written += size
+        if buffer.written - buffer.taken >= self.chunk_size:
+            with buffer.lock:
                 self._emit(buffer, everything=False)
-                # Sending may have waited for room; the tail's wait for its
-                # newline starts now, not while this thread could not write.
-                buffer.partial_since = time.monotonic()
         if not self._timer_armed:
             self._timer_armed = True
             self._schedule(self.flush_interval, self._on_timer)
-        return len(text)
+        return size
+
+    def _switch_parent(self, buffer: _ThreadBuffer, parent: Parent | None) -> None:
+        """The writing thread now writes for another cell: ship the old cell's text first."""
+        with buffer.lock:
+            if buffer.parts:
+                self._emit(buffer, everything=True)
+            buffer.parent = parent
 
     def flush(self) -> None:
         """Send what this thread has written. Never blocks beyond outbox back-pressure."""
@@ -183,18 +210,24 @@ class OutStream(io.TextIOBase):
         return buffer
 
     def _emit(self, buffer: _ThreadBuffer, *, everything: bool) -> None:
-        """Queue the buffer's text (all of it, or its complete lines). Lock held."""
-        text = "".join(buffer.parts)
+        """Queue the buffer's text (all of it, or its complete lines). Lock held.
+
+        Takes what was appended before it looked; the writer may append more
+        meanwhile, on the right, while this pops from the left.
+        """
+        parts = buffer.parts
+        count = len(parts)
+        if not count:
+            return
+        text = "".join([parts.popleft() for _ in range(count)])
         if not everything:
             end = text.rfind("\n") + 1
-            if end == 0:
-                buffer.parts = [text]
+            if end < len(text):
+                parts.appendleft(text[end:])  # the partial line, ahead of anything newer
+                text = text[:end]
+            if not text:
                 return
-            text, rest = text[:end], text[end:]
-        else:
-            rest = ""
-        buffer.parts = [rest] if rest else []
-        buffer.size = len(rest)
+        buffer.taken += len(text)
         parent = buffer.parent
         try:
             self._sender.publish(
@@ -209,20 +242,30 @@ class OutStream(io.TextIOBase):
 
     def _settle(self, buffer: _ThreadBuffer, now: float) -> None:
         """Send complete lines; the partial line too once it is due. Lock held."""
-        self._emit(buffer, everything=self._partial_line_due(buffer, now))
+        self._emit(buffer, everything=False)
+        if buffer.parts and self._partial_line_due(buffer, now):
+            self._emit(buffer, everything=True)
 
     def _partial_line_due(self, buffer: _ThreadBuffer, now: float) -> bool:
-        age = now - buffer.partial_since
-        if age < self.partial_line_delay:
-            return not buffer.thread.is_alive()
-        if age >= self.partial_line_patience or not buffer.thread.is_alive():
+        """Whether the partial line left in ``buffer`` should go out now. Lock held.
+
+        The partial line is dated by the consumers, not the writer (which
+        would pay a clock read per write): it is the text after the first
+        ``taken`` characters, first seen at ``tail_seen``.
+        """
+        if not buffer.thread.is_alive():
             return True
+        if buffer.tail_start != buffer.taken:
+            buffer.tail_start, buffer.tail_seen, buffer.cpu_mark = buffer.taken, now, None
+            return False
+        age = now - buffer.tail_seen
+        if age < self.partial_line_delay or age >= self.partial_line_patience:
+            return age >= self.partial_line_patience
         cpu = _thread_cpu_time(buffer.thread)
         if cpu is None:
             return True  # no per-thread clock here: wall-clock time decides
-        if buffer.observed_since != buffer.partial_since:
-            buffer.observed_since = buffer.partial_since  # first look at this partial line
-            buffer.cpu_mark = cpu
+        if buffer.cpu_mark is None:
+            buffer.cpu_mark = cpu  # due from now on, once the thread runs without finishing it
             return False
         return cpu - buffer.cpu_mark >= _RAN_WITHOUT_FINISHING
 
