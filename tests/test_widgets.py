@@ -16,13 +16,18 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from tests.kernel_helpers import TIMEOUT, execute, get_reply
+from tests.test_subshells import create_subshell
 
 FLOOD_THREADS = 8
 FLOOD_MESSAGES = 10_000
 
 
-def send_comm_msg(kc: BlockingKernelClient, comm_id: str, data: dict[str, Any]) -> str:
+def send_comm_msg(
+    kc: BlockingKernelClient, comm_id: str, data: dict[str, Any], subshell_id: str | None = None
+) -> str:
     message = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+    if subshell_id is not None:
+        message["header"]["subshell_id"] = subshell_id
     kc.shell_channel.send(message)
     msg_id: str = message["header"]["msg_id"]
     return msg_id
@@ -112,7 +117,11 @@ def test_cell_waiting_for_a_button_click_sees_it(kc: BlockingKernelClient) -> No
     print(f"click to cell completion: {latency * 1000:.1f} ms")
 
 
-def test_serial_comm_handling_waits_for_the_cell(kc: BlockingKernelClient) -> None:
+@pytest.mark.parametrize("on_subshell", [False, True], ids=["plain", "on-a-subshell"])
+def test_serial_comm_handling_waits_for_the_cell(kc: BlockingKernelClient, on_subshell: bool) -> None:
+    """'serial' holds widget messages until the cell ends -- also those JupyterLab
+    4.4+ sends on a subshell of their own."""
+    subshell_id = create_subshell(kc) if on_subshell else None
     setup = execute(
         kc,
         "import threadline, threading, comm\n"
@@ -131,7 +140,7 @@ def test_serial_comm_handling_waits_for_the_cell(kc: BlockingKernelClient) -> No
         message = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
         if message["parent_header"].get("msg_id") == blocked and message["msg_type"] == "stream":
             break
-    send_comm_msg(kc, comm_id, {"ping": 1})
+    send_comm_msg(kc, comm_id, {"ping": 1}, subshell_id)
     execute_messages = iopub_until_idle(kc, blocked)
     text = "".join(m["content"]["text"] for m in execute_messages if m["msg_type"] == "stream")
     assert "seen during cell: False" in text
@@ -164,28 +173,33 @@ def test_output_widgets_capture_only_their_own_thread(kc: BlockingKernelClient) 
     )
     ids_line = next(line for line in cell_text.splitlines() if line.startswith("ids "))
     model_ids = ids_line.split()[1:3]
-    # The msg_id each widget was pointed at while capturing.
+    # What each widget was told: the msg_id it captures by, and its own outputs.
     captured_ids: dict[str, set[str]] = defaultdict(set)
+    own_text: dict[str, str] = defaultdict(str)
     for message in messages:
         if message["msg_type"] == "comm_msg" and message["content"]["comm_id"] in model_ids:
+            model = message["content"]["comm_id"]
             state = message["content"]["data"].get("state", {})
             if state.get("msg_id"):
-                captured_ids[message["content"]["comm_id"]].add(state["msg_id"])
-    assert all(len(captured_ids[model]) == 1 for model in model_ids), captured_ids
-    ids = [next(iter(captured_ids[model])) for model in model_ids]
-    # The first capture of the cell uses the cell's own id (as ipywidgets does); a
-    # concurrent second one gets a parent of its own.
-    assert ids[0] != ids[1] and sorted(i == run_id for i in ids) == [False, True]
-    for k, capture_id in enumerate(ids):
-        lines = [
-            line
-            for m in messages
-            if m["msg_type"] == "stream" and m["parent_header"]["msg_id"] == capture_id
-            for line in m["content"]["text"].splitlines()
-            if line.startswith("thread")
-        ]
-        assert lines == [f"thread {k} line {i}" for i in range(20)]
-    # Widget state updates travel with the cell's parent, so every client sees them.
-    for message in messages:
-        if message["msg_type"] == "comm_msg" and message["content"]["comm_id"] in model_ids:
+                captured_ids[model].add(state["msg_id"])
+            if "outputs" in state:
+                own_text[model] = "".join(o.get("text", "") for o in state["outputs"])
+            # Widget state updates travel with the cell's parent, so every client sees them.
             assert message["parent_header"]["msg_id"] == run_id
+    # The first capture of the cell uses the cell's own id, as ipywidgets does ...
+    by_id = [model for model in model_ids if captured_ids[model] == {run_id}]
+    assert len(by_id) == 1, captured_ids
+    # ... and the concurrent one goes into its widget's own outputs state.
+    [by_state] = [model for model in model_ids if model not in by_id]
+    assert not captured_ids[by_state]
+    streamed = [
+        line
+        for m in messages
+        if m["msg_type"] == "stream" and m["parent_header"]["msg_id"] == run_id
+        for line in m["content"]["text"].splitlines()
+        if line.startswith("thread")
+    ]
+    k_id = model_ids.index(by_id[0])
+    k_state = model_ids.index(by_state)
+    assert streamed == [f"thread {k_id} line {i}" for i in range(20)]
+    assert own_text[by_state] == "".join(f"thread {k_state} line {i}\n" for i in range(20))

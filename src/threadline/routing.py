@@ -34,9 +34,22 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from threadline.protocol import JSONDict
+
+
+class OutputSink(Protocol):
+    """Takes a thread's output in place of iopub (see ``threadline.shell.widgets``).
+
+    Called only on the thread whose output it takes.
+    """
+
+    def stream(self, name: str, text: str) -> None: ...
+
+    def output(self, msg_type: str, content: dict[str, Any]) -> bool:
+        """Take a display_data / execute_result / error / clear_output; False to decline."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,6 +60,9 @@ class Parent:
     identities: tuple[bytes, ...] = field(default=(), repr=False)
     #: Whether the request allows ``input()`` (execute requests only).
     allow_stdin: bool = False
+    #: Where output goes instead of iopub, if set (an ``OutputSink``: a widget
+    #: capturing this thread's output into its own state).
+    sink: OutputSink | None = field(default=None, repr=False)
 
     @property
     def msg_id(self) -> str:

@@ -35,6 +35,7 @@ from threadline import routing
 from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import install_comms
+from threadline.kernel.debugger import Debugger
 from threadline.kernel.shell_channel import ABORT_END, STOP, ShellChannel, install_sigint
 from threadline.kernel.stdin import StdinRouter
 from threadline.kernel.subshells import ShellThread, SubshellManager
@@ -114,6 +115,7 @@ class Kernel:
         self.comm_manager = install_comms(self.sender)
         self.shell = ThreadlineShell.create(self.link)
         self.shell.kernel = self
+        self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
@@ -250,6 +252,12 @@ class Kernel:
 
     def _route_shell(self, message: Message) -> None:
         """IO thread: hand a shell request to the channel that serves it."""
+        is_comm = message.msg_type in _COMM_TYPES
+        if is_comm and self.comm_handling == "serial":
+            # Also when the front end sent it on a subshell (JupyterLab 4.4+
+            # does, per comm): "serial" means between cells, on the main shell.
+            self.channel.post(message)
+            return
         subshell_id = message.subshell_id
         if subshell_id is not None:
             target = self.subshells.get(subshell_id)
@@ -266,7 +274,7 @@ class Kernel:
                 )
                 return
             target.post(message)
-        elif message.msg_type in _COMM_TYPES and self.comm_handling == "concurrent":
+        elif is_comm:
             self.comm_worker.channel.post(message)
         else:
             self.channel.post(message)
@@ -289,6 +297,9 @@ class Kernel:
         """IO thread: answer a control request at once, even while cells run."""
         kind, content = message.msg_type, message.content
         reply: dict[str, Any] = {"status": "ok"}
+        if kind == "debug_request":
+            self.debugger.handle(message)  # busy, reply and idle come from the debugger thread
+            return
         if kind == "kernel_info_request":
             reply = requests.kernel_info(self.shell, self.supported_features)
         elif kind == "shutdown_request":

@@ -40,6 +40,8 @@ class KernelLink:
         """Publish on iopub to the current cell, after this thread's pending text."""
         self.flush_thread_streams()
         parent = routing.current_parent()
+        if parent is not None and parent.sink is not None and parent.sink.output(msg_type, content):
+            return
         self.sender.publish(
             msg_type,
             content,

@@ -148,6 +148,8 @@ class OutStream(io.TextIOBase):
             buffer = self._new_buffer()
         parent = current_parent()
         if buffer.parent is not parent:
+            if parent is not None and parent.sink is not None:
+                return self._write_to_sink(buffer, parent, text)
             self._switch_parent(buffer, parent)
         buffer.parts.append(text)
         buffer.written += size
@@ -159,6 +161,17 @@ class OutStream(io.TextIOBase):
             self._schedule(self.flush_interval, self._on_timer)
         return size
 
+    def _write_to_sink(self, buffer: _ThreadBuffer, parent: Parent, text: str) -> int:
+        """A widget captures this thread: hand it whole lines, on this thread."""
+        if buffer.parts:  # what was written before the capture began goes first
+            self._switch_parent(buffer, buffer.parent)
+        pending = getattr(self._local, "sink_text", "") + text
+        end = pending.rfind("\n") + 1
+        self._local.sink_text = pending[end:]
+        if end:
+            parent.sink.stream(self.name, pending[:end])  # type: ignore[union-attr]
+        return len(text)
+
     def _switch_parent(self, buffer: _ThreadBuffer, parent: Parent | None) -> None:
         """The writing thread now writes for another cell: ship the old cell's text first."""
         with buffer.lock:
@@ -168,6 +181,14 @@ class OutStream(io.TextIOBase):
 
     def flush(self) -> None:
         """Send what this thread has written. Never blocks beyond outbox back-pressure."""
+        pending = getattr(self._local, "sink_text", "")
+        if pending:
+            self._local.sink_text = ""
+            parent = current_parent()
+            if parent is not None and parent.sink is not None:
+                parent.sink.stream(self.name, pending)
+            else:  # the capture has ended: the text goes where this thread writes now
+                self.write(pending)
         buffer: _ThreadBuffer | None = getattr(self._local, "buffer", None)
         if buffer is not None and buffer.parts:
             with buffer.lock:

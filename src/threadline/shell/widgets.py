@@ -1,18 +1,18 @@
 """``with out:`` (an ipywidgets ``Output``) from several threads at once.
 
 A front end shows in an ``Output`` widget every message whose parent
-``msg_id`` equals the widget's ``msg_id``. ipywidgets sets that to the current
-cell's id. That is kept for the first capture of a cell -- so ``with out:``
-behaves exactly as everywhere else, also in clients such as nbclient that
-only read the executing cell's messages -- but a capture that starts while
-another thread of the same cell is already capturing gets a parent of its
-own: the cell's header with a fresh ``msg_id``. The thread's output is routed
-there for the duration of the block, and only its widget shows it. So two
-threads capturing into two widgets never see each other's output.
+``msg_id`` equals the widget's ``msg_id``; ipywidgets sets that to the current
+cell's id. That is kept for the first capture of a cell, so ``with out:``
+behaves exactly as everywhere else.
 
-The widget's ``msg_id`` is always changed while the thread is still routed to
-the cell, so that state update reaches every client. Leaving the block
-restores the thread's routing, then the widget's previous ``msg_id``.
+A second capture that starts while another thread of the same cell is already
+capturing cannot work that way: both widgets would claim the same cell id, and
+a made-up id does not work either (JupyterLab attaches a widget's capture hook
+only to requests the browser itself sent, so output under any other id is
+shown nowhere). Such a capture gets a *sink* instead: while the block runs,
+that thread's output is appended, on that thread, to the widget's own
+``outputs`` state -- which every front end renders, nbclient included. So two
+threads capturing into two widgets never see each other's output.
 
 ipywidgets is not imported by the kernel: the patch is applied when user code
 first imports ``ipywidgets.widgets.widget_output`` (or at once if it already
@@ -25,7 +25,6 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from types import ModuleType
@@ -36,9 +35,47 @@ from threadline.routing import Parent
 
 _MODULE = "ipywidgets.widgets.widget_output"
 
-# How many captures are open per cell (by msg_id), to know when to isolate.
+# How many captures are open per cell (by msg_id), to know when one is concurrent.
 _open_captures: Counter[str] = Counter()
 _open_lock = threading.Lock()
+
+
+class _WidgetSink:
+    """Appends a thread's output to an ``Output`` widget's ``outputs`` state."""
+
+    def __init__(self, widget: Any) -> None:
+        self._widget = widget
+        # One lock per widget: ``outputs += ...`` is a read-modify-write.
+        self._lock: threading.Lock = widget.__dict__.setdefault("_threadline_lock", threading.Lock())
+
+    def stream(self, name: str, text: str) -> None:
+        with self._lock:
+            outputs = tuple(self._widget.outputs)
+            last = outputs[-1] if outputs else None
+            if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
+                outputs = (*outputs[:-1], {**last, "text": last["text"] + text})
+            else:
+                outputs = (*outputs, {"output_type": "stream", "name": name, "text": text})
+            self._widget.outputs = outputs
+
+    def output(self, msg_type: str, content: dict[str, Any]) -> bool:
+        if msg_type in ("display_data", "execute_result"):
+            entry = {
+                "output_type": "display_data",
+                "data": content["data"],
+                "metadata": content.get("metadata", {}),
+            }
+        elif msg_type == "error":
+            entry = {"output_type": "error", **{k: content[k] for k in ("ename", "evalue", "traceback")}}
+        elif msg_type == "clear_output":
+            with self._lock:
+                self._widget.outputs = ()
+            return True
+        else:
+            return False  # e.g. update_display_data: matched by display_id, sent as usual
+        with self._lock:
+            self._widget.outputs = (*self._widget.outputs, entry)
+        return True
 
 
 def _capture_enter(self: Any) -> None:
@@ -47,20 +84,20 @@ def _capture_enter(self: Any) -> None:
     if parent is None:
         return
     with _open_lock:
-        shared = _open_captures[parent.msg_id] == 0
+        first = _open_captures[parent.msg_id] == 0
         _open_captures[parent.msg_id] += 1
-    capture = (
-        parent
-        if shared
-        else Parent(
-            {**parent.header, "msg_id": f"{parent.msg_id}-output-{uuid.uuid4().hex[:12]}"},
-            parent.identities,
-            allow_stdin=parent.allow_stdin,
+    previous_msg_id: str | None = None
+    if first:
+        capture = parent
+        previous_msg_id = self.msg_id
+        self.msg_id = parent.msg_id
+    else:
+        capture = Parent(
+            parent.header, parent.identities, allow_stdin=parent.allow_stdin, sink=_WidgetSink(self)
         )
+    stacks: dict[int, list[tuple[Any, str | None, str]]] = self.__dict__.setdefault(
+        "_threadline_captures", {}
     )
-    previous_msg_id = self.msg_id
-    self.msg_id = capture.msg_id  # sent while still routed to the cell
-    stacks: dict[int, list[tuple[Any, str, str]]] = self.__dict__.setdefault("_threadline_captures", {})
     stacks.setdefault(threading.get_ident(), []).append(
         (routing.set_origin(capture), previous_msg_id, parent.msg_id)
     )
@@ -76,12 +113,13 @@ def _capture_exit(self: Any, etype: Any, evalue: Any, tb: Any) -> bool | None:
             shell.showtraceback((etype, evalue, tb), tb_offset=0)  # into the widget
             shown = True
     self._flush()
-    stacks: dict[int, list[tuple[Any, str, str]]] = self.__dict__.get("_threadline_captures", {})
+    stacks: dict[int, list[tuple[Any, str | None, str]]] = self.__dict__.get("_threadline_captures", {})
     stack = stacks.get(threading.get_ident())
     if stack:
         token, previous_msg_id, cell_msg_id = stack.pop()
         routing.reset_origin(token)
-        self.msg_id = previous_msg_id
+        if previous_msg_id is not None:
+            self.msg_id = previous_msg_id
         with _open_lock:
             _open_captures[cell_msg_id] -= 1
             if _open_captures[cell_msg_id] <= 0:
