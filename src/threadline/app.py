@@ -8,6 +8,7 @@ threadline --version
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ def kernel_spec() -> dict[str, object]:
         "language": "python",
         "interrupt_mode": "signal",
         "env": {},
-        "metadata": {"debugger": False},
+        # JupyterLab enables its debugger for a kernel only when its spec says so.
+        "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None},
     }
 
 

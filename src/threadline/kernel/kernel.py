@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 from threadline import routing
@@ -118,6 +119,7 @@ class Kernel:
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
+        self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
 
@@ -359,8 +361,11 @@ class Kernel:
         if self.io.is_io_thread():
             self.io.call_later(delay, function)
             return
+        # The deadline is fixed now, not when the IO thread gets to arm it (it
+        # may wait for the GIL first): a flush is due ``delay`` after the write.
+        due = time.monotonic() + delay
         with contextlib.suppress(OutboxClosed):  # shutting down: nothing left to flush to
-            self.io.outbox.call_soon(lambda: self.io.call_later(delay, function))
+            self.io.outbox.call_soon(lambda: self.io.call_later(max(0.0, due - time.monotonic()), function))
 
     # -- streams -------------------------------------------------------------------------
 

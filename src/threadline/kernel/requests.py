@@ -14,6 +14,7 @@ from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
 from threadline import __version__
+from threadline.kernel.debugger import debugpy_available
 from threadline.protocol import PROTOCOL_VERSION
 from threadline.shell.interactive import ThreadlineShell
 
@@ -44,7 +45,7 @@ def kernel_info(shell: ThreadlineShell, supported_features: list[str]) -> dict[s
             f"Python {sys.version.split()[0]} -- threadline {__version__} (IPython {_ipython_version()})"
         ),
         "help_links": HELP_LINKS,
-        "debugger": False,
+        "debugger": debugpy_available(),
         "supported_features": supported_features,
     }
 

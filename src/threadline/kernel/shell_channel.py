@@ -84,6 +84,10 @@ class ShellChannel:
         self._aborting = False
         self._sync_cell_running = False
         self._async_cell: asyncio.Future[Any] | None = None
+        #: Asked first by the SIGINT handler, with the interrupted frame: True means
+        #: "not here" (the debugger has this thread stopped; it resumes the thread and
+        #: delivers the interrupt again).
+        self.defer_interrupt: Callable[[FrameType | None], bool] | None = None
 
     @property
     def cell_running(self) -> bool:
@@ -293,6 +297,8 @@ class ShellChannel:
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler (main thread): interrupt whatever cell is running."""
+        if self.defer_interrupt is not None and self.defer_interrupt(frame):
+            return
         if self._sync_cell_running:
             raise KeyboardInterrupt
         self.interrupt_async_cell()

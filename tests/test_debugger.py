@@ -1,0 +1,340 @@
+"""The visual debugger: DAP sessions driven through a real kernel, as JupyterLab drives them.
+
+Requests go on the control channel as ``debug_request``; replies come back as
+``debug_reply``; debugpy's events arrive on iopub as ``debug_event``. Every wait
+is on a message, with a deadline as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from tests.kernel_helpers import collect_until_idle, execute, get_reply, wait_for_exit, wait_for_iopub
+from threadline.kernel.debugger import (
+    HASH_SEED,
+    cell_file_name,
+    debugpy_available,
+    encode_dap,
+    murmur2,
+    read_dap,
+)
+
+pytestmark = pytest.mark.skipif(not debugpy_available(), reason="debugpy is not installed")
+
+# -- without a kernel -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Computed with JupyterLab's own murmur2 (packages/debugger/src/hash.ts).
+        ("", 3559853910),
+        ("a", 1786965676),
+        ("abc", 3530490457),
+        ("abcd", 1285869465),
+        ("x = 1\ny = 2\n", 2183146802),
+        ("héllo ✓ wörld", 2249201699),
+    ],
+)
+def test_cell_names_hash_like_jupyterlab(text: str, expected: int) -> None:
+    assert murmur2(text.encode("utf-8"), HASH_SEED) == expected
+    assert cell_file_name(text).endswith(f"{expected}.py")
+
+
+def test_dap_framing_round_trip() -> None:
+    messages = [{"seq": 1, "type": "event", "event": "stopped"}, {"seq": 2, "type": "event", "body": "é"}]
+
+    async def read_back(data: bytes) -> list[dict[str, Any]]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return [await read_dap(reader) for _ in messages]
+
+    data = b"".join(encode_dap(m) for m in messages)
+    assert asyncio.run(read_back(data)) == messages
+
+
+# -- a DAP client over the kernel's control channel ---------------------------------------------
+
+
+class DebugClient:
+    """Sends DAP requests as ``debug_request`` and reads ``debug_reply`` / ``debug_event``."""
+
+    def __init__(self, kc: BlockingKernelClient) -> None:
+        self.kc = kc
+        self._seq = itertools.count(1)
+
+    def request(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        content: dict[str, Any] = {"type": "request", "seq": next(self._seq), "command": command}
+        if arguments is not None:
+            content["arguments"] = arguments
+        message = self.kc.session.msg("debug_request", content)
+        self.kc.control_channel.send(message)
+        reply = get_reply(self.kc, message["header"]["msg_id"], channel="control")
+        assert reply["msg_type"] == "debug_reply"
+        response: dict[str, Any] = reply["content"]
+        assert response["command"] == command
+        assert response["request_seq"] == content["seq"]
+        return response
+
+    def ok(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self.request(command, arguments)
+        assert response["success"], response
+        body: dict[str, Any] = response.get("body") or {}
+        return body
+
+    def event(self, name: str, **expected: Any) -> dict[str, Any]:
+        """The next ``debug_event`` named ``name`` whose body has the ``expected`` items."""
+
+        def matches(message: dict[str, Any]) -> bool:
+            if message["msg_type"] != "debug_event" or message["content"].get("event") != name:
+                return False
+            body = message["content"].get("body") or {}
+            return all(body.get(key) == value for key, value in expected.items())
+
+        event: dict[str, Any] = wait_for_iopub(self.kc, matches)["content"]
+        return event
+
+    def start(self) -> None:
+        capabilities = self.ok(
+            "initialize",
+            {
+                "clientID": "threadline-tests",
+                "adapterID": "python",
+                "pathFormat": "path",
+                "linesStartAt1": True,
+                "columnsStartAt1": True,
+                "supportsVariableType": True,
+            },
+        )
+        assert capabilities["supportsConfigurationDoneRequest"]
+        self.ok("attach", {})
+
+    def set_breakpoints(self, code: str, *lines: int) -> str:
+        path: str = self.ok("dumpCell", {"code": code})["sourcePath"]
+        body = self.ok(
+            "setBreakpoints",
+            {"source": {"path": path}, "breakpoints": [{"line": line} for line in lines]},
+        )
+        assert [b["verified"] for b in body["breakpoints"]] == [True] * len(lines)
+        return path
+
+    def top_frame(self, thread_id: int) -> dict[str, Any]:
+        frames = self.ok("stackTrace", {"threadId": thread_id})["stackFrames"]
+        frame: dict[str, Any] = frames[0]
+        return frame
+
+    def locals_of(self, frame_id: int) -> dict[str, str]:
+        scopes = self.ok("scopes", {"frameId": frame_id})["scopes"]
+        local_scope = next(s for s in scopes if s["name"] == "Locals")
+        variables = self.ok("variables", {"variablesReference": local_scope["variablesReference"]})
+        return {v["name"]: v["value"] for v in variables["variables"]}
+
+
+FUNCTION_CELL = """\
+def add(a, b):
+    total = a + b
+    return total
+
+x = 10
+y = add(x, 5)
+z = y * 2
+"""
+
+
+def execute_reply(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
+    reply: dict[str, Any] = get_reply(kc, msg_id)["content"]
+    return reply
+
+
+# -- through a kernel ------------------------------------------------------------------------------
+
+
+def test_kernel_info_advertises_the_debugger(kc: BlockingKernelClient) -> None:
+    msg_id = kc.kernel_info()
+    assert get_reply(kc, msg_id)["content"]["debugger"] is True
+
+
+def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    info = dbg.ok("debugInfo")  # JupyterLab asks before it starts anything
+    assert info["isStarted"] is False
+    assert info["hashMethod"] == "Murmur2"
+    dbg.start()
+    path = dbg.set_breakpoints(FUNCTION_CELL, 2)
+    assert path == f"{info['tmpFilePrefix']}{murmur2(FUNCTION_CELL.encode(), info['hashSeed'])}.py"
+    dbg.ok("configurationDone")
+
+    msg_id = kc.execute(FUNCTION_CELL)
+    stopped = dbg.event("stopped", reason="breakpoint")["body"]
+    thread_id = stopped["threadId"]
+    frames = dbg.ok("stackTrace", {"threadId": thread_id})["stackFrames"]
+    # Only the user's code: the cell, not IPython's or the kernel's frames.
+    assert [(f["name"], f["line"], f["source"]["path"]) for f in frames] == [
+        ("add", 2, path),
+        ("<module>", 6, path),
+    ]
+    frame = frames[0]
+    assert dbg.locals_of(frame["id"]) == {"a": "10", "b": "5"}
+
+    info = dbg.ok("debugInfo")
+    assert info["isStarted"] is True
+    assert info["stoppedThreads"] == [thread_id]
+    assert info["breakpoints"] == [{"source": path, "breakpoints": [{"line": 2}]}]
+
+    dbg.ok("next", {"threadId": thread_id})
+    dbg.event("stopped", reason="step", threadId=thread_id)
+    frame = dbg.top_frame(thread_id)
+    assert frame["line"] == 3
+    assert dbg.locals_of(frame["id"])["total"] == "15"
+
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    assert execute(kc, "print(z)").stdout == "30\n"
+    assert dbg.ok("debugInfo")["stoppedThreads"] == []
+
+
+def test_a_user_thread_stops_at_a_breakpoint(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = """\
+import threading
+
+def work():
+    value = "in the thread"
+    return value
+
+worker = threading.Thread(target=work, name="worker")
+worker.start()
+"""
+    dbg.set_breakpoints(code, 4)
+    dbg.ok("configurationDone")
+    msg_id = kc.execute(code)
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+    threads = {t["id"]: t["name"] for t in dbg.ok("threads")["threads"]}
+    assert threads[thread_id] == "worker"
+    frame = dbg.top_frame(thread_id)
+    assert (frame["name"], frame["line"]) == ("work", 4)
+    dbg.ok("stepOut", {"threadId": thread_id})  # out of work(): the thread runs to its end
+    dbg.event("thread", reason="exited", threadId=thread_id)
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    # debugpy would never answer this; the kernel says the thread is gone.
+    assert not dbg.request("continue", {"threadId": thread_id})["success"]
+    assert execute(kc, "worker.join(30); print(worker.is_alive())").stdout == "False\n"
+
+
+def test_control_answers_while_stopped_and_interrupt_ends_the_cell(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = "marker = 1\nmarker += 1\nwhile True:\n    marker += 1\n"
+    dbg.set_breakpoints(code, 2)
+    dbg.ok("configurationDone")
+    msg_id = kc.execute(code)
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+
+    info_request = kc.session.msg("kernel_info_request")
+    kc.control_channel.send(info_request)
+    reply = get_reply(kc, info_request["header"]["msg_id"], channel="control")
+    assert reply["content"]["status"] == "ok"
+    assert dbg.ok("debugInfo")["stoppedThreads"] == [thread_id]
+
+    # The interrupt resumes the stopped thread and lands in the cell's own code
+    # (not in debugpy's, which would end the debugging of the main thread).
+    interrupt = kc.session.msg("interrupt_request")
+    kc.control_channel.send(interrupt)
+    assert get_reply(kc, interrupt["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
+    result = execute_reply(kc, msg_id)
+    assert (result["status"], result.get("ename")) == ("error", "KeyboardInterrupt")
+    assert "pydevd" not in "".join(result["traceback"])
+    assert dbg.ok("debugInfo")["stoppedThreads"] == []
+
+    # The main thread is still debugged: the breakpoint stops the next run too.
+    again = "marker = 1\nmarker += 1\n"
+    dbg.set_breakpoints(again, 2)
+    msg_id = kc.execute(again)
+    assert dbg.event("stopped", reason="breakpoint")["body"]["threadId"] == thread_id
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+
+
+def test_variables_without_stopping(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    dbg.start()
+    execute(kc, "numbers = [1, 2, 3]\n_private = 1")
+    variables = {v["name"]: v for v in dbg.ok("inspectVariables")["variables"]}
+    assert variables["numbers"]["value"] == "[1, 2, 3]"
+    assert variables["numbers"]["type"] == "list"
+    assert "_private" not in variables
+    assert "In" not in variables
+    rich = dbg.ok("richInspectVariables", {"variableName": "numbers"})
+    assert rich["data"]["text/plain"] == "[1, 2, 3]"
+    assert not dbg.request("richInspectVariables", {"variableName": "nothing_here"})["success"]
+
+
+def test_copy_to_globals_and_rich_inspect_while_stopped(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = "def f():\n    secret = {'k': 42}\n    return secret\n\nf()\n"
+    dbg.set_breakpoints(code, 3)
+    dbg.ok("configurationDone")
+    msg_id = kc.execute(code)
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+    frame_id = dbg.top_frame(thread_id)["id"]
+    rich = dbg.ok("richInspectVariables", {"variableName": "secret", "frameId": frame_id})
+    assert rich["data"]["text/plain"] == "{'k': 42}"
+    dbg.ok(
+        "copyToGlobals",
+        {"srcVariableName": "secret", "dstVariableName": "copied", "srcFrameId": frame_id},
+    )
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    assert execute(kc, "print(copied)").stdout == "{'k': 42}\n"
+
+
+def test_disconnect_ends_the_session(kc: BlockingKernelClient) -> None:
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = "after = 1\nafter += 1\n"
+    dbg.set_breakpoints(code, 2)
+    dbg.ok("configurationDone")
+    dbg.ok("disconnect", {"restart": False, "terminateDebuggee": False})
+    info = dbg.ok("debugInfo")
+    assert (info["isStarted"], info["breakpoints"]) == (False, [])
+    assert not dbg.request("stackTrace", {"threadId": 1})["success"]
+    # The breakpoint is gone with the session: the cell runs through.
+    assert execute(kc, code + "print(after)").stdout == "2\n"
+    # And a new session can start.
+    dbg.start()
+    assert dbg.ok("debugInfo")["isStarted"] is True
+
+
+def test_busy_and_idle_frame_each_debug_request(kc: BlockingKernelClient) -> None:
+    request = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
+    kc.control_channel.send(request)
+    msg_id = request["header"]["msg_id"]
+    get_reply(kc, msg_id, channel="control")
+    states = [
+        m["content"]["execution_state"] for m in collect_until_idle(kc, msg_id) if m["msg_type"] == "status"
+    ]
+    assert states == ["busy", "idle"]
+
+
+def test_shutdown_while_stopped(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    manager, kc = kernel
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = "stop_here = 1\nstop_here += 1\n"
+    dbg.set_breakpoints(code, 2)
+    dbg.ok("configurationDone")
+    kc.execute(code)
+    dbg.event("stopped", reason="breakpoint")
+    shutdown = kc.session.msg("shutdown_request", {"restart": False})
+    kc.control_channel.send(shutdown)
+    assert get_reply(kc, shutdown["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
+    assert wait_for_exit(manager) is not None
