@@ -15,7 +15,8 @@ sockets and the outbox's doorbell, then in this order:
 Every socket is polled and then drained until it would block, so the
 edge-triggered nature of ZeroMQ's own file descriptor never strands a message.
 
-Sends never block. When a socket cannot take a message (iopub at its
+Sends never block, and never hand the GIL away mid-message (see ``zsend``:
+pyzmq would, once per frame). When a socket cannot take a message (iopub at its
 high-water mark with a slow subscriber; ``XPUB_NODROP`` makes ZeroMQ say so
 instead of dropping), the IO thread stops taking from the outbox and retries
 the waiting message on a short timer, backing off to a few milliseconds. (It
@@ -47,6 +48,7 @@ from typing import Any
 import zmq
 
 from threadline.io.outbox import CALL, Item, Outbox
+from threadline.io.zsend import FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
 
 log = logging.getLogger("threadline.io")
@@ -98,6 +100,7 @@ class IOThread:
         self._linger_ms = linger_ms
         self._context = zmq.Context()
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._senders: dict[str, FrameSender] = {}
         self._ready: deque[Item] = deque()
         self._processing = False
         self._stalled: zmq.Socket[bytes] | None = None
@@ -232,6 +235,7 @@ class IOThread:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)  # never drop: say EAGAIN
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, for welcomes
             self._sockets[channel] = sock
+            self._senders[channel] = FrameSender(sock)
             ports[channel] = _bind_socket(sock, info, channel)
         self.connection = info.with_ports(ports)
 
@@ -382,16 +386,15 @@ class IOThread:
 
     def _try_send(self, channel: str, frames: list[Frame]) -> bool:
         """True when ZeroMQ took the message (or it can never be delivered)."""
-        sock = self._sockets[channel]
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self._stalled = sock
-            self.outbox.stalled = True
-            self._retry_at = time.monotonic() + self._retry_delay
-            self._retry_delay = min(2 * self._retry_delay, STALL_RETRY_LAST)
-            return False
-        except zmq.ZMQError as exc:
+            self._senders[channel].send(frames)
+        except SendError as exc:
+            if exc.errno == errno.EAGAIN:
+                self._stalled = self._sockets[channel]
+                self.outbox.stalled = True
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(2 * self._retry_delay, STALL_RETRY_LAST)
+                return False
             if exc.errno == errno.EHOSTUNREACH:
                 # The client this reply is for has gone away.
                 self.dropped[f"{channel}:unroutable"] += 1

@@ -17,6 +17,8 @@ import asyncio
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from IPython.core.autocall import ExitAutocall
@@ -73,6 +75,17 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         env["PAGER"] = "cat"
         env["GIT_PAGER"] = "cat"
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+    @contextmanager
+    def _tee(self, channel: str) -> Iterator[None]:
+        """IPython 9 records every write made while a cell runs into its history.
+
+        It does so by patching ``write`` on the stream object, so in a kernel
+        where threads print, every thread's text -- gigabytes, for a flood --
+        would be kept forever and filed under whichever cell happens to run.
+        Stream text is therefore not recorded here; execute results still are.
+        """
+        yield
 
     # No terminal: run shell commands through pipes so their output is captured.
     system = InteractiveShell.system_piped
