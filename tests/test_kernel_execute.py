@@ -309,15 +309,18 @@ def test_clear_output_wait_and_no_wait(kc: BlockingKernelClient) -> None:
 
 
 def test_top_level_await(kc: BlockingKernelClient) -> None:
-    run = execute(
-        kc, "import asyncio\nawait asyncio.sleep(0)\nvalue = await asyncio.sleep(0, result=9)\nvalue"
-    )
+    code = "import asyncio\nawait asyncio.sleep(0)\n"  # in the kernel (noqa: sleep-ok)
+    code += "value = await asyncio.sleep(0, result=9)\nvalue"  # in the kernel (noqa: sleep-ok)
+    run = execute(kc, code)
     assert run.content["status"] == "ok"
     assert run.of_type("execute_result")[0]["content"]["data"]["text/plain"] == "9"
 
 
 def test_async_error(kc: BlockingKernelClient) -> None:
-    run = execute(kc, "import asyncio\nawait asyncio.sleep(0)\nraise LookupError('async')")
+    code = (
+        "import asyncio\nawait asyncio.sleep(0)\nraise LookupError('async')"  # in the kernel (noqa: sleep-ok)
+    )
+    run = execute(kc, code)
     assert run.content["status"] == "error"
     assert run.content["ename"] == "LookupError"
     assert len(run.of_type("error")) == 1

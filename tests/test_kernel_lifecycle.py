@@ -110,10 +110,12 @@ def test_interrupt_with_message_mode_manager(
 
 def test_interrupt_async_cell(kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
     manager, kc = kernel
-    msg_id = _start_and_wait_running(kc, "import asyncio\nawait asyncio.sleep(100)\nprint('not reached')")
+    code = "import asyncio\nawait asyncio.sleep(100)\nprint('not reached')"  # in the kernel (noqa: sleep-ok)
+    msg_id = _start_and_wait_running(kc, code)
     manager.interrupt_kernel()
     _assert_interrupted(kc, msg_id)
-    run = execute(kc, "import asyncio\nawait asyncio.sleep(0, result='async ok')")
+    code = "import asyncio\nawait asyncio.sleep(0, result='async ok')"  # in the kernel (noqa: sleep-ok)
+    run = execute(kc, code)
     assert run.of_type("execute_result")[0]["content"]["data"]["text/plain"] == "'async ok'"
     assert "not reached" not in run.stdout
 

@@ -125,7 +125,7 @@ def test_pool_task_and_asyncio_task_keep_their_cell(kc: BlockingKernelClient) ->
         "gate = __import__('threading').Event()\n"
         "fut = pool.submit(lambda: (gate.wait(10), print('from pool')))\n"
         "async def later():\n"
-        "    await asyncio.sleep(0)\n"
+        "    await asyncio.sleep(0)\n"  # code run in the kernel, not a test wait (noqa: sleep-ok)
         "    await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)\n"
         "    print('from task')\n"
         "task = asyncio.ensure_future(later())\n",
@@ -314,7 +314,7 @@ def test_no_traceback_anywhere(kc: BlockingKernelClient) -> None:
         kc,
         "import threading, asyncio\n"
         "t = threading.Thread(target=lambda: print('quiet')); t.start(); t.join()\n"
-        "await asyncio.sleep(0)\n",
+        "await asyncio.sleep(0)\n",  # code run in the kernel, not a test wait (noqa: sleep-ok)
     )
     assert run.content["status"] == "ok"
     assert run.stderr == ""

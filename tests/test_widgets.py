@@ -102,7 +102,10 @@ def test_cell_waiting_for_a_button_click_sees_it(kc: BlockingKernelClient) -> No
     )
     assert setup.content["status"] == "ok", setup.content
     button_id = setup.stdout.strip()
-    waiting = kc.execute("while not clicked:\n    time.sleep(0.01)\nprint('clicked!')")
+    waits_for_click = (
+        "while not clicked:\n    time.sleep(0.01)\nprint('clicked!')"  # in the kernel (noqa: sleep-ok)
+    )
+    waiting = kc.execute(waits_for_click)
     # The cell is running (we see its busy status) before we click.
     deadline = time.monotonic() + TIMEOUT
     while True:

@@ -89,7 +89,7 @@ display(button)"""
 WAIT_FOR_CLICK = """\
 print("waiting for the button", flush=True)
 while not clicked:
-    time.sleep(0.01)
+    time.sleep(0.01)  # code run in the kernel, not a test wait (noqa: sleep-ok)
 print("clicked!")"""
 
 OUTPUTS = """\
