@@ -402,3 +402,14 @@ def test_non_string_code_is_an_error(kc: BlockingKernelClient) -> None:
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "TypeError"
     assert execute(kc, "1").content["status"] == "ok"
+
+
+def test_matplotlib_inline_sends_a_png(kc: BlockingKernelClient) -> None:
+    run = execute(
+        kc,
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()",
+    )
+    assert run.content["status"] == "ok", run.content
+    [image] = [m for m in run.of_type("display_data") if "image/png" in m["content"]["data"]]
+    png = image["content"]["data"]["image/png"]
+    assert png.startswith("iVBORw0KGgo")  # base64 of the PNG signature
