@@ -43,7 +43,10 @@ when its thread has ended.
 
 Every extraction happens under the buffer's lock *together with* queuing its
 message, so the order in which a thread's text is queued is the order it was
-written in. The IO thread only ever try-locks a buffer: it never waits for a
+written in. For the same reason anything that decides "nothing left to send"
+before sending something else (a display, a reply, an idle status) takes the
+lock too: a buffer that looks empty may be text the IO thread has taken out
+and not yet queued. The IO thread only ever try-locks a buffer: it never waits for a
 producer (which might itself be waiting for the IO thread to make room).
 """
 
@@ -190,7 +193,10 @@ class OutStream(io.TextIOBase):
             else:  # the capture has ended: the text goes where this thread writes now
                 self.write(pending)
         buffer: _ThreadBuffer | None = getattr(self._local, "buffer", None)
-        if buffer is not None and buffer.parts:
+        if buffer is not None:
+            # Take the lock even when the buffer looks empty: the IO thread may
+            # hold text it has taken out but not yet queued, and what this
+            # thread sends next (a display, a reply) must not overtake it.
             with buffer.lock:
                 self._emit(buffer, everything=True)
 
@@ -205,7 +211,7 @@ class OutStream(io.TextIOBase):
         me = threading.current_thread()
         now = time.monotonic()
         for buffer in list(self._buffers.values()):
-            if buffer.parts and buffer.parent is parent:
+            if buffer.parent is parent:  # even if it looks empty: see flush()
                 with buffer.lock:
                     if buffer.parent is not parent:
                         continue
@@ -217,9 +223,8 @@ class OutStream(io.TextIOBase):
     def flush_all(self) -> None:
         """Send everything every thread wrote (at shutdown)."""
         for buffer in list(self._buffers.values()):
-            if buffer.parts:
-                with buffer.lock:
-                    self._emit(buffer, everything=True)
+            with buffer.lock:
+                self._emit(buffer, everything=True)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -250,12 +255,14 @@ class OutStream(io.TextIOBase):
                 return
         buffer.taken += len(text)
         parent = buffer.parent
+        if parent is None:
+            # Written before any request existed (startup files, their threads):
+            # no front end shows an empty parent, so it goes to the kernel's log.
+            if self.fallback is not None:
+                self.fallback.write(text)
+            return
         try:
-            self._sender.publish(
-                "stream",
-                {"name": self.name, "text": text},
-                parent=parent.header if parent is not None else None,
-            )
+            self._sender.publish("stream", {"name": self.name, "text": text}, parent=parent.header)
         except OutboxClosed:
             # The kernel is gone; keep the text in the kernel's own log.
             if self.fallback is not None:
@@ -304,7 +311,9 @@ class OutStream(io.TextIOBase):
         pending = False
         for key, buffer in list(self._buffers.items()):
             if not buffer.parts:
-                if not buffer.thread.is_alive():
+                # Dead first, then empty: a thread can append its last text
+                # and end between the two checks, never after both.
+                if not buffer.thread.is_alive() and not buffer.parts:
                     del self._buffers[key]
                 continue
             if not buffer.lock.acquire(blocking=False):
