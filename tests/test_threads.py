@@ -7,16 +7,18 @@ runs" is a fact the test arranges rather than a timing it hopes for.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import TIMEOUT, execute, get_reply
+from tests.kernel_helpers import TIMEOUT, execute, get_reply, start_kernel, stop_kernel
 
 
 def stream_messages_until(
@@ -364,3 +366,33 @@ def test_a_deliberate_partial_line_is_shown_before_its_newline(kc: BlockingKerne
     )
     assert "".join(m["content"]["text"] for m in seen) == "waiting... done\n"
     assert {m["parent_header"]["msg_id"] for m in seen} == {cell}
+
+
+def test_a_thread_started_at_startup_goes_to_the_latest_execute_request(tmp_path: Path) -> None:
+    """A thread started by an IPython startup file -- before any request exists."""
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-ticker.py").write_text(
+        "import threading\n"
+        "startup_tick = threading.Event()\n"
+        "def _startup_ticker():\n"
+        "    while True:\n"
+        "        startup_tick.wait(); startup_tick.clear()\n"
+        "        print('from a thread started at startup', flush=True)\n"
+        "threading.Thread(target=_startup_ticker, daemon=True).start()\n"
+        "print('printed by a startup file')\n"
+    )
+    manager, kc = start_kernel(env={**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")})
+    try:
+        # What the startup file printed had no cell to go to: it was not published.
+        assert execute(kc, "startup_tick.is_set()").of_type("stream") == []
+        kc.complete("startup_t", 9, reply=True, timeout=TIMEOUT)  # not an execute request
+        for _ in range(2):
+            run = execute(kc, "startup_tick.set()")
+            cell = run.reply["parent_header"]["msg_id"]
+            seen = run.of_type("stream") or stream_messages_until(kc, lambda ms: len(ms) >= 1)
+            assert [(m["parent_header"]["msg_id"], m["content"]["text"]) for m in seen] == [
+                (cell, "from a thread started at startup\n")
+            ]
+    finally:
+        stop_kernel(manager, kc)

@@ -162,6 +162,7 @@ class Kernel:
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         install_sigint(self.channel)
+        self.shell.run_startup_files()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda signum, frame: self.request_shutdown(restart=False))
         atexit.register(self.close)
