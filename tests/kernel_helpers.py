@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 
@@ -148,3 +149,114 @@ def wait_for_exit(manager: KernelManager, timeout: float = TIMEOUT) -> int | Non
     except subprocess.TimeoutExpired:
         return None
     return code
+
+
+# -- hardening, faults and soak: raw wire peers and the kernel process from outside -------------
+
+
+def start_kernel_logged(log_path: Any, *arguments: str) -> tuple[KernelManager, BlockingKernelClient]:
+    """A kernel whose stderr (where its own log goes) is written to ``log_path``.
+
+    ``arguments`` are extra command-line arguments (``--max-message-size``,
+    ``--log-level``...). The file stays open in the child only.
+    """
+    with open(log_path, "wb") as log_file:
+        return start_kernel(extra_arguments=list(arguments), stderr=log_file)
+
+
+def kernel_pid(manager: KernelManager) -> int:
+    process = manager.provisioner.process  # type: ignore[attr-defined]
+    pid: int = process.pid
+    return pid
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A ``kB`` field of /proc/PID/status (``VmRSS``, ``VmHWM``...), in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def open_fd_count(pid: int) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class WirePeer:
+    """A raw ZeroMQ socket that speaks (and misspeaks) the wire protocol to one kernel channel.
+
+    ``channel`` is shell/control (a DEALER) or iopub (a SUB subscribed to everything).
+    """
+
+    def __init__(self, context: Any, manager: KernelManager, channel: str) -> None:
+        import zmq
+        from jupyter_client.session import Session
+
+        info = manager.get_connection_info(session=False)
+        self.session = Session(key=manager.session.key, signature_scheme=manager.session.signature_scheme)
+        self.channel = channel
+        self.socket = context.socket(zmq.SUB if channel == "iopub" else zmq.DEALER)
+        self.socket.linger = 0
+        if channel == "iopub":
+            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(f"{info['transport']}://{info['ip']}:{info[channel + '_port']}")
+
+    def frames(self, msg_type: str, content: dict[str, Any] | None = None) -> tuple[str, list[bytes]]:
+        """A fresh request, signed: its msg_id and its frames."""
+        message = self.session.msg(msg_type, content or {})
+        return message["header"]["msg_id"], [bytes(f) for f in self.session.serialize(message)]
+
+    def send(self, frames: list[bytes]) -> None:
+        self.socket.send_multipart(frames)
+
+    def receive_frames(self, timeout: float = TIMEOUT) -> list[bytes] | None:
+        """The next message's raw frames, or None if none came within ``timeout``."""
+        if not self.socket.poll(int(timeout * 1000)):
+            return None
+        frames: list[bytes] = self.socket.recv_multipart()
+        return frames
+
+    def receive(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next message, verified and parsed by jupyter_client's Session."""
+        frames = self.receive_frames(timeout)
+        if frames is None:
+            raise TimeoutError(f"nothing on {self.channel} within {timeout}s")
+        _, body = self.session.feed_identities(frames)
+        message: dict[str, Any] = self.session.deserialize(body)
+        return message
+
+    def request(self, msg_type: str, content: dict[str, Any] | None = None) -> str:
+        msg_id, frames = self.frames(msg_type, content)
+        self.send(frames)
+        return msg_id
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+def get_reply_reading_iopub(
+    client: BlockingKernelClient, msg_id: str, timeout: float = TIMEOUT
+) -> dict[str, Any]:
+    """The shell reply to ``msg_id``, while reading (and discarding) iopub as a front end does.
+
+    A client that stops reading iopub makes the kernel wait for it (nothing is
+    dropped), so a test that floods output must keep reading while it waits.
+    """
+    poller = zmq.Poller()
+    poller.register(client.shell_channel.socket, zmq.POLLIN)
+    poller.register(client.iopub_channel.socket, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no shell reply to {msg_id} within {timeout}s")
+        ready = dict(poller.poll(int(remaining * 1000) + 1))
+        if client.iopub_channel.socket in ready:
+            client.get_iopub_msg(timeout=0)
+        if client.shell_channel.socket in ready:
+            reply: dict[str, Any] = client.get_shell_msg(timeout=0)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply

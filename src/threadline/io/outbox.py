@@ -163,8 +163,7 @@ class Outbox:
                 # Cleared first, then checked: a drain in between is not missed.
                 if self._has_room(size):
                     continue
-            # The timeout is only a safety net; the IO thread sets the event.
-            self._room.wait(1.0)
+            self.wait_for_room()
         if not self._ring_pending:
             self._ring_pending = True
             try:
@@ -174,6 +173,12 @@ class Outbox:
             except OSError:
                 if not self._closed:
                     raise
+
+    def wait_for_room(self) -> None:
+        """Block until the IO thread has drained some of the queue. Holds no lock,
+        so the kernel lets an interrupt land here."""
+        # The timeout is only a safety net; the IO thread sets the event.
+        self._room.wait(1.0)
 
     def _has_room(self, size: int) -> bool:
         if len(self._queue) >= self.capacity:

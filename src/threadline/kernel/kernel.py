@@ -201,7 +201,11 @@ class Kernel:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
         main thread) and every subshell's."""
         self.subshells.interrupt_all()
-        os.kill(os.getpid(), signal.SIGINT)
+        # To the main thread itself: a process-directed signal may be taken by
+        # another thread, which does not wake a main thread blocked in a wait.
+        ident = threading.main_thread().ident
+        if ident is not None:
+            signal.pthread_kill(ident, signal.SIGINT)
 
     def close(self) -> None:
         """Flush everything every thread wrote, send it, close the sockets. Idempotent."""

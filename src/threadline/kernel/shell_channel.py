@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,12 +34,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
 
-from IPython.core.interactiveshell import ExecutionResult
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 from threadline import routing
-from threadline.io import Sender
+from threadline.io import Outbox, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import CommManager, comm_info, handle_comm_message
+from threadline.kernel.stdin import wait as stdin_wait
 from threadline.protocol import Message
 from threadline.routing import Parent
 from threadline.shell.interactive import ThreadlineShell
@@ -83,6 +85,7 @@ class ShellChannel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aborting = False
         self._sync_cell_running = False
+        self._interrupt_deferrals = 0
         self._async_cell: asyncio.Future[Any] | None = None
         #: Asked first by the SIGINT handler, with the interrupted frame: True means
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
@@ -296,10 +299,23 @@ class ShellChannel:
         return sync_result
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        """The SIGINT handler (main thread): interrupt whatever cell is running."""
+        """The SIGINT handler (main thread): interrupt whatever cell is running.
+
+        ``KeyboardInterrupt`` is raised only in the user's code. Raised inside
+        the kernel's own code -- say between taking a stream buffer's lock and
+        entering the ``with`` block that releases it -- it could leave a lock
+        held and hang the kernel after the cell. So when the main thread is in
+        kernel code, the signal is sent again a moment later, until it lands
+        in user code (bounded; then it is raised wherever it lands).
+        """
         if self.defer_interrupt is not None and self.defer_interrupt(frame):
             return
         if self._sync_cell_running:
+            if self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS and _in_kernel_code(frame):
+                self._interrupt_deferrals += 1
+                _signal_main_thread_soon()
+                return
+            self._interrupt_deferrals = 0
             raise KeyboardInterrupt
         self.interrupt_async_cell()
 
@@ -340,6 +356,39 @@ def _interrupted_result(shell: ThreadlineShell, code: str, store_history: bool) 
         result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
         result.error_in_exec = KeyboardInterrupt()
     return result
+
+
+_MAX_INTERRUPT_DEFERRALS = 500  # x 2 ms: give up deferring after about a second
+_THREADLINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_RUN_CODE = InteractiveShell.run_code.__code__  # the frame that runs a cell's code
+#: Kernel code that waits holding no lock: an interrupt may land there at once.
+_SAFE_WAITS = frozenset({stdin_wait.__code__, Outbox.wait_for_room.__code__})
+
+
+def _in_kernel_code(frame: FrameType | None) -> bool:
+    """Whether the main thread is in threadline's code rather than the cell's.
+
+    Walks outwards from the interrupted frame: reaching IPython's ``run_code``
+    first means the user's code (or a library it called) was running; reaching
+    a threadline frame first means kernel code was (called from the cell, like
+    a stream flush, or around it, like the shell channel).
+    """
+    while frame is not None:
+        code = frame.f_code
+        if code is _RUN_CODE or code in _SAFE_WAITS:
+            return False
+        if code.co_filename.startswith(_THREADLINE_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _signal_main_thread_soon() -> None:
+    ident = threading.main_thread().ident
+    if ident is not None:
+        timer = threading.Timer(0.002, signal.pthread_kill, (ident, signal.SIGINT))
+        timer.daemon = True
+        timer.start()
 
 
 def install_sigint(channel: ShellChannel) -> None:

@@ -66,7 +66,7 @@ class StdinRouter:
             if len(self._line) == 1:
                 turn.set()
         try:
-            _wait(turn)
+            wait(turn)
             slot = _Slot()
             header = self._sender.session.new_header("input_request")
             self._slots[header["msg_id"]] = slot
@@ -79,7 +79,7 @@ class StdinRouter:
                     identities=parent.identities,
                     header=header,
                 )
-                _wait(slot.event)
+                wait(slot.event)
             finally:
                 self._slots.pop(header["msg_id"], None)
             return slot.value
@@ -102,7 +102,8 @@ class StdinRouter:
         slot.event.set()
 
 
-def _wait(event: threading.Event) -> None:
+def wait(event: threading.Event) -> None:
+    """Wait for ``event``, interruptibly (an interrupt may land here: no lock is held)."""
     # Short timed waits keep the main thread responsive to SIGINT on every
     # platform; the loop is not synchronisation, the event is.
     while not event.wait(0.1):
