@@ -25,8 +25,8 @@ direct-send function, which first sends whatever is already queued, so "what
 happened before" is always sent before.
 
 The queue is bounded twice: in messages (``capacity``) and in bytes
-(``max_bytes``, counted under the same lock as the append, and once per batch
-on the IO thread's side). A producer that finds it full waits until the IO
+(``max_bytes``: each item's size is computed once, by its producer, and
+recorded with it under the same lock as the append). A producer that finds it full waits until the IO
 thread has drained it below half of both (never the IO thread itself, which
 must not block). A single message larger than ``max_bytes`` still goes, alone.
 Memory therefore stays bounded under any flood, and nothing is dropped.
@@ -84,6 +84,9 @@ class Outbox:
         self.max_bytes = max_bytes
         self._low_water = capacity // 2
         self._bytes = 0  # bytes queued; changed only under the lock
+        # The size of each queued item, in queue order: computed once, by the
+        # producer, and appended with the item under the lock.
+        self._sizes: deque[int] = deque()
         #: Set by the IO thread while a socket is full and it cannot send.
         self.stalled = False
         self._queue: deque[Item] = deque()
@@ -157,6 +160,7 @@ class Outbox:
                     raise OutboxClosed("the outbox is closed; the kernel is shutting down")
                 if not wait_for_room or self._has_room(size):
                     self._queue.append(item)
+                    self._sizes.append(size)
                     self._bytes += size
                     break
                 self._room.clear()
@@ -208,9 +212,9 @@ class Outbox:
         queue = self._queue
         batch = [queue.popleft() for _ in range(len(queue))]
         if batch:
-            taken = sum(_size(item) for item in batch)
+            sizes = self._sizes
             with self._lock:
-                self._bytes -= taken
+                self._bytes -= sum([sizes.popleft() for _ in range(len(batch))])
         return batch
 
     def push_back(self, items: list[Item]) -> None:
@@ -218,14 +222,18 @@ class Outbox:
         self._require_io_thread()
         with self._lock:
             self._queue.extendleft(reversed(items))
-            self._bytes += sum(_size(item) for item in items)
+            sizes = [_size(item) for item in items]
+            self._sizes.extendleft(reversed(sizes))
+            self._bytes += sum(sizes)
 
     def append_from_io_thread(self, item: Item) -> None:
         """Queue behind what is waiting (when a socket cannot take more yet)."""
         self._require_io_thread()
         with self._lock:
+            size = _size(item)
             self._queue.append(item)
-            self._bytes += _size(item)
+            self._sizes.append(size)
+            self._bytes += size
 
     def signal_room(self) -> None:
         """Wake producers waiting for room, once the queue is below low water."""

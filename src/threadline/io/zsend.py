@@ -81,10 +81,14 @@ class FrameSender:
         frame, so a refusal never leaves half a message behind.
         """
         last = len(frames) - 1
+        c_send = self._c[0] if self._c is not None else None
+        handle = self._handle
         for index, frame in enumerate(frames):
             flags = _LAST if index == last else _MORE
-            if self._c is not None and type(frame) is bytes and len(frame) < ZERO_COPY_THRESHOLD:
-                self._send_c(frame, flags)
+            if c_send is not None and type(frame) is bytes and len(frame) < ZERO_COPY_THRESHOLD:
+                # The hot path: one C call, no method call around it.
+                if c_send(handle, frame, len(frame), flags) < 0:
+                    self._send_c(frame, flags)  # look at errno; retry after EINTR
                 continue
             size = frame.nbytes if isinstance(frame, memoryview) else len(frame)
             try:
@@ -93,9 +97,12 @@ class FrameSender:
                 raise SendError(exc.errno or errno.EIO) from None
 
     def _send_c(self, data: bytes, flags: int) -> None:
+        """After a failed send: raise for the error, or retry after EINTR."""
         assert self._c is not None
         send, get_errno = self._c
-        while send(self._handle, data, len(data), flags) < 0:
+        error = get_errno()
+        while error == errno.EINTR:
+            if send(self._handle, data, len(data), flags) >= 0:
+                return
             error = get_errno()
-            if error != errno.EINTR:
-                raise SendError(error)
+        raise SendError(error)

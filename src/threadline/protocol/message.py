@@ -24,10 +24,10 @@ DELIMITER = b"<IDS|MSG>"
 
 JSONDict = dict[str, Any]
 
-_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
     """Serialise the few non-JSON types the Jupyter ecosystem routinely sends."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         # jupyter_client encodes stray bytes as base64 text; do the same.
@@ -44,7 +44,7 @@ def pack(value: Mapping[str, Any]) -> bytes:
     built by this side, so a bad value is this side's bug.
     """
     try:
-        return orjson.dumps(value, default=_json_default, option=_DUMPS_OPTIONS)
+        return orjson.dumps(value, default=json_default, option=DUMPS_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise LocalProtocolError(f"message part is not JSON-serialisable: {exc}") from exc
 

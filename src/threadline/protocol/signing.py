@@ -54,8 +54,7 @@ class Signer:
         if self._prototype is None:
             return b""
         mac = self._prototype.copy()
-        for part in parts:
-            mac.update(part)
+        mac.update(b"".join(parts))  # one call through hmac's Python wrapper, not four
         return mac.hexdigest().encode("ascii")
 
     def verify(self, signature: bytes, parts: Sequence[bytes]) -> bool:
