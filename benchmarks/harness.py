@@ -1,0 +1,395 @@
+"""Launching kernels and talking to them fast, for the benchmarks.
+
+Theory of operation
+-------------------
+Each kernel under test is a real process started by ``jupyter_client``'s
+``KernelManager`` from a kernelspec written into a private temporary Jupyter
+data directory (``isolate_jupyter_dirs``), so nothing touches the user's own
+runtime, data, config or IPython directories.
+
+The client is deliberately thin: raw pyzmq sockets (DEALER for shell and
+control, SUB for iopub) and a ``jupyter_client.session.Session`` to sign what
+we send and, *after* the timed part, to decode and verify what we received.
+While a measurement runs, the client only receives frames and looks at them
+with cheap substring tests (``is this a comm_msg?``, ``is this the idle of my
+request?``), so that the client is not the bottleneck that the numbers measure.
+Every wait is bounded: a kernel that drops a message (ipykernel's iopub is a
+PUB socket with a high-water mark) ends a measurement by a quiet period, never
+by a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+from jupyter_client.manager import KernelManager
+from jupyter_client.session import Session
+
+DELIMITER = b"<IDS|MSG>"
+
+KERNELS: dict[str, list[str]] = {
+    "threadline": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
+    "ipykernel": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+}
+KERNEL_NAMES = tuple(KERNELS)
+
+
+def isolate_jupyter_dirs() -> Path:
+    """Point Jupyter and IPython at a fresh temp dir and write the two kernelspecs there."""
+    root = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
+    for var, sub in (
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("IPYTHONDIR", "ipython"),
+    ):
+        path = root / sub
+        path.mkdir()
+        os.environ[var] = str(path)
+    os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    for name, argv in KERNELS.items():
+        spec_dir = root / "data" / "kernels" / f"bench-{name}"
+        spec_dir.mkdir(parents=True)
+        spec = {"argv": argv, "display_name": f"bench {name}", "language": "python"}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return root
+
+
+# -- reading raw frames cheaply ---------------------------------------------------------
+
+
+def parts(frames: list[bytes]) -> tuple[bytes, bytes, bytes]:
+    """(header, parent_header, content) frames of a raw message, undecoded."""
+    split = frames.index(DELIMITER)
+    return frames[split + 2], frames[split + 3], frames[split + 5]
+
+
+def is_idle_for(frames: list[bytes], msg_id: bytes) -> bool:
+    header, parent, content = parts(frames)
+    return b"status" in header and b"idle" in content and msg_id in parent
+
+
+@dataclass
+class Received:
+    """Raw iopub messages with their arrival times (``time.perf_counter``)."""
+
+    frames: list[list[bytes]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+
+
+# -- a kernel process and a thin client ------------------------------------------------
+
+
+class KernelHandle:
+    """One running kernel and a raw-socket client connected to it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        runtime = Path(os.environ.get("JUPYTER_RUNTIME_DIR", tempfile.gettempdir()))
+        self.km = KernelManager(
+            kernel_name=f"bench-{kind}",
+            connection_file=str(runtime / f"kernel-{kind}-{time.monotonic_ns()}.json"),
+        )
+        self.session: Session = self.km.session
+        self.context = zmq.Context()
+        self.pid: int | None = None
+        self.started_at = 0.0
+        self._idle: set[bytes] = set()
+
+    def _socket(self, kind: int, port: int, rcvhwm: int | None = None) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.context.socket(kind)
+        sock.linger = 0
+        sock.setsockopt(zmq.RECONNECT_IVL, 2)  # do not quantise startup to 100 ms
+        if rcvhwm is not None:
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        sock.connect(f"tcp://{self.km.ip}:{port}")
+        return sock
+
+    shell: zmq.Socket[bytes]
+    control: zmq.Socket[bytes]
+    iopub: zmq.Socket[bytes]
+
+    def start(self) -> None:
+        log_dir = Path(os.environ.get("JUPYTER_RUNTIME_DIR", tempfile.gettempdir()))
+        self.log_path = log_dir / f"{self.kind}-{time.monotonic_ns()}.log"
+        with open(self.log_path, "wb") as log:
+            self.started_at = time.perf_counter()
+            self.km.start_kernel(stdout=log, stderr=log)
+        # The provisioner picks the ports while launching: connect only now
+        # (the kernel binds later still; ZeroMQ queues until it does).
+        self.shell = self._socket(zmq.DEALER, self.km.shell_port)
+        self.control = self._socket(zmq.DEALER, self.km.control_port)
+        self.iopub = self._socket(zmq.SUB, self.km.iopub_port, rcvhwm=0)
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        provisioner = self.km.provisioner
+        process = getattr(provisioner, "process", None)
+        self.pid = getattr(process, "pid", None) or getattr(provisioner, "pid", None)
+
+    def close(self) -> None:
+        """Stop the kernel (hard) and close the client. Safe to call twice."""
+        try:
+            if self.km.has_kernel:
+                self.km.shutdown_kernel(now=True)
+        except Exception:
+            pass
+        if self.pid is not None:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+        with suppress(Exception):
+            self.km.cleanup_resources()
+        self.context.destroy(linger=0)
+
+    # -- messages ---------------------------------------------------------------------
+
+    def request_frames(self, msg_type: str, content: dict[str, Any]) -> tuple[bytes, list[bytes]]:
+        """A signed request, serialised ahead of time; returns (msg_id, frames)."""
+        msg = self.session.msg(msg_type, content)
+        frames = self.session.serialize(msg)
+        return msg["header"]["msg_id"].encode(), frames
+
+    def execute_frames(self, code: str) -> tuple[bytes, list[bytes]]:
+        return self.request_frames(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+
+    def wait_reply(self, sock: zmq.Socket[bytes], msg_id: bytes, timeout: float) -> list[bytes] | None:
+        """Wait for the reply to ``msg_id`` on ``sock``, draining iopub meanwhile."""
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.iopub, zmq.POLLIN)
+        deadline = time.perf_counter() + timeout
+        while (left := deadline - time.perf_counter()) > 0:
+            events = dict(poller.poll(max(1, int(left * 1000))))
+            if self.iopub in events:
+                self.drain_iopub()
+            if sock in events:
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if msg_id in parts(frames)[1]:
+                        return frames
+        return None
+
+    def drain_iopub(self, keep: Callable[[list[bytes]], None] | None = None) -> int:
+        """Read all that iopub holds now; remembers which requests went idle."""
+        count = 0
+        while True:
+            try:
+                frames = self.iopub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return count
+            count += 1
+            header, parent, content = parts(frames)
+            if b"status" in header and b"idle" in content:
+                self._idle.add(json.loads(parent).get("msg_id", "").encode())
+            if keep is not None:
+                keep(frames)
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Until kernel_info replies and iopub is subscribed. Returns seconds to first reply."""
+        msg_id, frames = self.request_frames("kernel_info_request", {})
+        self.shell.send_multipart(frames)
+        if self.wait_reply(self.shell, msg_id, timeout) is None:
+            raise RuntimeError(f"{self.kind}: no kernel_info_reply within {timeout:.0f}s")
+        first = time.perf_counter() - self.started_at
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            # iopub is live once a kernel_info's status messages reach us.
+            msg_id, frames = self.request_frames("kernel_info_request", {})
+            self.shell.send_multipart(frames)
+            self.wait_reply(self.shell, msg_id, timeout)
+            if self.iopub.poll(300):
+                time.sleep(0.05)
+                self.drain_iopub()
+                return first
+        raise RuntimeError(f"{self.kind}: iopub never delivered a message")
+
+    def execute(self, code: str, timeout: float = 60.0) -> None:
+        """Run ``code`` and wait for its reply and idle (bounded); for setup, not timing."""
+        msg_id, frames = self.execute_frames(code)
+        self.shell.send_multipart(frames)
+        reply = self.wait_reply(self.shell, msg_id, timeout)
+        if reply is None:
+            raise RuntimeError(f"{self.kind}: no execute_reply for setup code")
+        content = json.loads(parts(reply)[2])
+        if content.get("status") != "ok":
+            raise RuntimeError(f"{self.kind}: setup code failed: {content.get('evalue')}")
+        self.wait_idle(msg_id, 2.0)
+
+    def wait_idle(self, msg_id: bytes, timeout: float) -> bool:
+        """Until the idle status for ``msg_id`` arrives (or was already drained)."""
+        deadline = time.perf_counter() + timeout
+        while msg_id not in self._idle:
+            left = deadline - time.perf_counter()
+            if left <= 0 or not self.iopub.poll(max(1, int(left * 1000))):
+                return False
+            self.drain_iopub()
+        self._idle.discard(msg_id)
+        return True
+
+    def decode(self, frames: list[bytes]) -> dict[str, Any]:
+        """Decode and verify (HMAC) one received message with jupyter_client's Session."""
+        _, msg_list = self.session.feed_identities(frames)
+        return self.session.deserialize(msg_list, content=True)
+
+    def rss_status(self) -> dict[str, int]:
+        """VmRSS and VmHWM of the kernel process, in kB."""
+        out: dict[str, int] = {}
+        if self.pid is None:
+            return out
+        with suppress(OSError), open(f"/proc/{self.pid}/status") as handle:
+            for line in handle:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0])
+        return out
+
+
+@contextmanager
+def running_kernel(kind: str) -> Iterator[KernelHandle]:
+    handle = KernelHandle(kind)
+    try:
+        handle.start()
+        handle.wait_ready()
+        yield handle
+    finally:
+        handle.close()
+
+
+def collect_run(
+    handle: KernelHandle,
+    code: str,
+    *,
+    is_interesting: Callable[[list[bytes]], bool],
+    enough: Callable[[], bool],
+    on_message: Callable[[list[bytes], float], None] | None = None,
+    quiet: float = 3.0,
+    timeout: float = 300.0,
+) -> dict[str, float | bool | None]:
+    """Send ``code`` and read iopub as fast as possible until done; times are perf_counter.
+
+    Done means: the execute_reply arrived and either ``enough()`` is true and the
+    idle arrived, or nothing interesting arrived for ``quiet`` seconds (a kernel
+    that dropped messages, or its idle). Nothing is decoded here.
+    """
+    msg_id, frames = handle.execute_frames(code)
+    poller = zmq.Poller()
+    poller.register(handle.iopub, zmq.POLLIN)
+    poller.register(handle.shell, zmq.POLLIN)
+    iopub, shell = handle.iopub, handle.shell
+    reply_at: float | None = None
+    idle_at: float | None = None
+    last_at: float | None = None
+    reply_ok = True
+    reply_error = ""
+    t0 = time.perf_counter()
+    shell.send_multipart(frames)
+    while True:
+        now = time.perf_counter()
+        if reply_at is not None and idle_at is not None and enough():
+            break
+        if reply_at is not None and now - max(last_at or 0.0, idle_at or 0.0, reply_at) > quiet:
+            break
+        if now - t0 > timeout:
+            break
+        events = dict(poller.poll(50))
+        if iopub in events:
+            while True:
+                try:
+                    message = iopub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                now = time.perf_counter()
+                if is_interesting(message):
+                    last_at = now
+                    if on_message is not None:
+                        on_message(message, now)
+                elif idle_at is None and is_idle_for(message, msg_id):
+                    idle_at = now
+        if shell in events:
+            with suppress(zmq.Again):
+                reply = shell.recv_multipart(zmq.NOBLOCK)
+                if msg_id in parts(reply)[1]:
+                    reply_at = time.perf_counter()
+                    reply_ok = b'"ok"' in parts(reply)[2]
+                    reply_error = parts(reply)[2][:300].decode(errors="replace")
+    if reply_at is not None and not reply_ok:
+        raise RuntimeError(f"{handle.kind}: the benchmark cell failed: {reply_error}")
+    return {
+        "sent": t0,
+        "reply": reply_at,
+        "idle": idle_at,
+        "last": last_at,
+        "reply_ok": reply_ok,
+        "timed_out": time.perf_counter() - t0 > timeout,
+    }
+
+
+# -- statistics -----------------------------------------------------------------------
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile (q in [0, 1]) of a non-empty list."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@contextmanager
+def profiled(pid: int | None, output: Path | None, rate: int = 200) -> Iterator[None]:
+    """Sample ``pid`` with py-spy (folded stacks, one line per stack) while the block runs."""
+    if pid is None or output is None or shutil.which("py-spy", path=_scripts_path()) is None:
+        yield
+        return
+    spy = shutil.which("py-spy", path=_scripts_path())
+    assert spy is not None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
+    command += ["--threads", "--nonblocking", "--output", str(output)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # let it attach
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _scripts_path() -> str:
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
