@@ -64,6 +64,24 @@ def wait_for_exit(manager: KernelManager) -> int:
     return code
 
 
+def lines_until_exit(
+    manager: KernelManager, kc: BlockingKernelClient, cell: str, got: list[str], n: int
+) -> list[str]:
+    """``cell``'s stream lines: those already ``got``, then more until ``n`` or the kernel has exited."""
+    got = list(got)
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            message = kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            if not manager.is_alive():
+                break
+            continue
+        if message["msg_type"] == "stream" and message["parent_header"].get("msg_id") == cell:
+            got.extend(message["content"]["text"].splitlines())
+    return got
+
+
 def lines_by_parent(messages: list[dict[str, Any]]) -> dict[str, list[str]]:
     by_parent: dict[str, list[str]] = defaultdict(list)
     for message in messages:
@@ -236,17 +254,7 @@ def test_shutdown_right_after_a_thread_starts_printing_loses_nothing(
     shutdown_id = kc.shutdown()
     reply = get_reply(kc, shutdown_id, channel="control")
     assert reply["content"]["status"] == "ok"
-    got: list[str] = list(lines_by_parent(started.of_type("stream"))[cell])
-    deadline = time.monotonic() + TIMEOUT
-    while len(got) < n and time.monotonic() < deadline:
-        try:
-            message = kc.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            if not manager.is_alive():
-                break
-            continue
-        if message["msg_type"] == "stream" and message["parent_header"].get("msg_id") == cell:
-            got.extend(message["content"]["text"].splitlines())
+    got = lines_until_exit(manager, kc, cell, lines_by_parent(started.of_type("stream"))[cell], n)
     assert got == [f"n {i}" for i in range(n)]
     assert wait_for_exit(manager) == 0
 
@@ -263,17 +271,7 @@ def test_exit_in_a_cell_flushes_thread_output(kernel: tuple[KernelManager, Block
     cell = setup.reply["parent_header"]["msg_id"]
     _, during = execute_seeing_all(kc, "go.set()\nexit()")
     seen = setup.of_type("stream") + [m for m in during if m["msg_type"] == "stream"]
-    got: list[str] = list(lines_by_parent(seen)[cell])
-    deadline = time.monotonic() + TIMEOUT
-    while len(got) < n and time.monotonic() < deadline:
-        try:
-            message = kc.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            if not manager.is_alive():
-                break
-            continue
-        if message["msg_type"] == "stream" and message["parent_header"].get("msg_id") == cell:
-            got.extend(message["content"]["text"].splitlines())
+    got = lines_until_exit(manager, kc, cell, lines_by_parent(seen)[cell], n)
     assert got == [f"x {i}" for i in range(n)]
     assert wait_for_exit(manager) == 0
 
