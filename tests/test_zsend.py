@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from threadline.io.zsend import ZERO_COPY_THRESHOLD, FrameSender, SendError
+from threadline.io.zsend import FrameSender, SendError
 
 POLL_MS = 10_000
 
@@ -54,7 +54,7 @@ def test_multipart_messages_arrive_whole(context: Sockets, use_ctypes: bool) -> 
     push.connect(f"tcp://127.0.0.1:{port}")
     sender = FrameSender(push, use_ctypes=use_ctypes)
     assert sender.holds_gil is use_ctypes
-    big = bytes(range(256)) * (ZERO_COPY_THRESHOLD // 256 + 1)
+    big = bytes(range(256)) * 1024  # 256 KiB
     messages = [
         [b"<IDS|MSG>", b"sig", b"{}", b"{}", b"{}", b'{"a": 1}'],
         [b"only"],
@@ -84,3 +84,24 @@ def test_an_unknown_peer_is_unroutable(context: Sockets, use_ctypes: bool) -> No
     with pytest.raises(SendError) as refused:
         FrameSender(router, use_ctypes=use_ctypes).send([b"nobody", b"hello"])
     assert refused.value.errno == errno.EHOSTUNREACH
+
+
+@pytest.mark.parametrize("use_ctypes", [True, False], ids=["ctypes", "pyzmq"])
+def test_large_frames_still_go_after_pyzmqs_atexit_hook(context: Sockets, use_ctypes: bool) -> None:
+    """The kernel's last flush runs in its own atexit hook, possibly after pyzmq's,
+    which stops the helper thread that zero-copy sends need. Big frames -- our
+    own bytes and users' buffers alike -- must still go out."""
+    from zmq.utils.garbage import gc
+
+    push, pull = context.socket(zmq.PUSH), context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    big = bytes(range(256)) * 1024  # 256 KiB, past pyzmq's zero-copy threshold
+    staying_down = gc._stay_down
+    gc._stay_down = True  # what pyzmq's atexit hook leaves behind
+    try:
+        FrameSender(push, use_ctypes=use_ctypes).send([b"head", big, memoryview(big)])
+    finally:
+        gc._stay_down = staying_down
+    assert pull.poll(POLL_MS)
+    assert pull.recv_multipart() == [b"head", big, big]

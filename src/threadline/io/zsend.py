@@ -14,9 +14,10 @@ libzmq copy that owns the socket. Where that is not possible (pyzmq built
 with a private libzmq) it falls back to pyzmq, frame by frame with integer
 flags, which is still cheaper than ``send_multipart``.
 
-Frames of 64 KiB or more (and buffers that are not ``bytes``) go through
-pyzmq, large ones without copying: for them the GIL round trip is small next
-to the copy it saves.
+``bytes`` frames -- everything the kernel itself serialises -- take the C
+path, whatever their size. Other buffers (users' binary payloads) go through
+pyzmq, copied: zero-copy sends depend on a pyzmq helper thread that its own
+atexit hook stops, possibly before the kernel's final flush at exit.
 
 Like the sockets it sends on, a ``FrameSender`` belongs to the IO thread.
 """
@@ -33,7 +34,6 @@ from threadline.protocol import Frame
 
 _MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 _LAST = int(zmq.DONTWAIT)
-ZERO_COPY_THRESHOLD = 64 * 1024
 
 
 def _load_zmq_send() -> tuple[Any, Any] | None:
@@ -85,14 +85,16 @@ class FrameSender:
         handle = self._handle
         for index, frame in enumerate(frames):
             flags = _LAST if index == last else _MORE
-            if c_send is not None and type(frame) is bytes and len(frame) < ZERO_COPY_THRESHOLD:
+            if c_send is not None and type(frame) is bytes:
                 # The hot path: one C call, no method call around it.
                 if c_send(handle, frame, len(frame), flags) < 0:
                     self._send_c(frame, flags)  # look at errno; retry after EINTR
                 continue
-            size = frame.nbytes if isinstance(frame, memoryview) else len(frame)
+            # Copied, never zero-copy: pyzmq's zero-copy bookkeeping thread is
+            # stopped by its own atexit hook, which may run before the kernel's
+            # last flush -- and a zero-copy send then raises on the IO thread.
             try:
-                self._sock.send(frame, flags, copy=size < ZERO_COPY_THRESHOLD)
+                self._sock.send(frame, flags, copy=True)
             except zmq.ZMQError as exc:
                 raise SendError(exc.errno or errno.EIO) from None
 
