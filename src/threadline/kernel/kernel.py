@@ -188,8 +188,7 @@ class Kernel:
             return
         self._shutdown_requested.set()
         log.info("shutting down%s", " for a restart" if restart else "")
-        watchdog = threading.Timer(self.shutdown_timeout, self._force_exit)
-        watchdog.daemon = True
+        watchdog = threading.Thread(target=self._watch_shutdown, name="threadline-shutdown", daemon=True)
         watchdog.start()
         if self.channel.cell_running:
             self.interrupt()
@@ -224,10 +223,29 @@ class Kernel:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self._close_done.set()
 
+    def _watch_shutdown(self) -> None:
+        """Bound the shutdown: exit once nothing has been written for ``shutdown_timeout``
+        (a thread that blocks forever), or after four times that in any case.
+
+        A thread still printing is making progress, and what it prints is owed to
+        the client; a thread that waits forever is not, and must not hold the kernel.
+        """
+        started = time.monotonic()
+        quiet_since, last = started, self._output_written()
+        while True:
+            time.sleep(0.1)  # a watchdog's tick: it synchronises nothing
+            now, written = time.monotonic(), self._output_written()
+            if written != last:
+                quiet_since, last = now, written
+            if now - quiet_since >= self.shutdown_timeout or now - started >= 4 * self.shutdown_timeout:
+                self._force_exit()
+                return
+
+    def _output_written(self) -> int:
+        return self.stdout.written + self.stderr.written
+
     def _force_exit(self) -> None:
-        log.warning(
-            "shutdown did not finish in %.1fs (a thread is still running); exiting", self.shutdown_timeout
-        )
+        log.warning("shutdown did not finish (a thread is still running); exiting")
         try:
             self.close()  # returns at once if atexit is already closing...
             self._close_done.wait(self.shutdown_timeout)  # ...so let that finish sending

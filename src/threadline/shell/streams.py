@@ -132,6 +132,12 @@ class OutStream(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
 
+    @property
+    def written(self) -> int:
+        """Characters written so far by all threads (a progress counter; approximate
+        while threads write)."""
+        return sum(buffer.written for buffer in list(self._buffers.values()))
+
     def writable(self) -> bool:
         return True
 
