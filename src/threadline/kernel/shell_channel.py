@@ -146,12 +146,13 @@ class ShellChannel:
             if self._aborting:
                 self._reply(message, {"status": "aborted"})
             elif message.msg_type == "execute_request":
-                await self._execute(message, parent)
-            elif message.msg_type in _COMM_TYPES:
-                handle_comm_message(self.comm_manager, message)
+                await self._execute(message, parent)  # flushes every stream before its reply
             else:
-                self._answer(message)
-            self._flush_streams(parent)
+                if message.msg_type in _COMM_TYPES:
+                    handle_comm_message(self.comm_manager, message)
+                else:
+                    self._answer(message)
+                self._flush_streams(parent)
             self._status("idle", parent)
         finally:
             routing.reset_origin(token)
