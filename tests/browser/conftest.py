@@ -119,7 +119,10 @@ def _wait_until_ready(server: LabServer, process: subprocess.Popen[bytes], log: 
     raise TimeoutError(f"jupyter lab did not answer within {STARTUP_TIMEOUT}s ({last_error}); see {log}")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop marked
+# running in the main thread while it is open, which breaks asyncio.run() in every
+# later test; and the JupyterLab server is not needed after these tests either.
+@pytest.fixture(scope="package")
 def lab_server(jupyter_environment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     _require_browser()
     root_dir = tmp_path_factory.mktemp("lab-root")
@@ -172,7 +175,7 @@ def lab_server(jupyter_environment: Path, tmp_path_factory: pytest.TempPathFacto
             process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     _require_browser()
     from playwright.sync_api import sync_playwright
