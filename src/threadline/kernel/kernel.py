@@ -281,7 +281,7 @@ class Kernel:
         if is_comm and self.comm_handling == "serial":
             # Also when the front end sent it on a subshell (JupyterLab 4.4+
             # does, per comm): "serial" means between cells, on the main shell.
-            self.channel.post(message)
+            self.channel.post_request(message)
             return
         subshell_id = message.subshell_id
         if subshell_id is not None:
@@ -298,11 +298,15 @@ class Kernel:
                     },
                 )
                 return
-            target.post(message)
+            target.post_request(message)
         elif is_comm:
-            self.comm_worker.channel.post(message)
+            self.comm_worker.channel.post_request(message)
+        elif message.msg_type == "kernel_info_request" and self.channel.idle:
+            # Nothing is queued or running on the main shell, so answering here,
+            # as control requests are, keeps the order and saves two thread hops.
+            self._answer_at_once("shell", message, requests.kernel_info(self.shell, self.supported_features))
         else:
-            self.channel.post(message)
+            self.channel.post_request(message)
 
     def _answer_at_once(self, channel: str, message: Message, reply: dict[str, Any]) -> None:
         """IO thread: busy, reply, idle -- for requests answered without a shell."""

@@ -86,6 +86,11 @@ class ShellChannel:
         self._aborting = False
         self._sync_cell_running = False
         self._interrupt_deferrals = 0
+        # Requests posted (written by the posting thread only) and finished
+        # (written by the serving thread only): equal means nothing is queued
+        # or running, so a request answered elsewhere now cannot overtake one.
+        self._posted = 0
+        self._finished = 0
         self._async_cell: asyncio.Future[Any] | None = None
         #: Asked first by the SIGINT handler, with the interrupted frame: True means
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
@@ -114,6 +119,16 @@ class ShellChannel:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing running, no abort under way (read by the IO thread)."""
+        return self._posted == self._finished and not self._aborting
+
+    def post_request(self, message: Message) -> None:
+        """Queue a request for the shell. Called by the IO thread only (it counts them)."""
+        self._posted += 1
+        self.post(message)
+
     def post(self, item: QueueItem) -> None:
         """Queue a request (or marker) for the shell. Safe from any thread."""
         if self._loop is None:
@@ -136,6 +151,8 @@ class ShellChannel:
                 await self._handle(item)
             except Exception:
                 log.exception("handling %s failed", item.msg_type)
+            finally:
+                self._finished += 1
 
     async def _handle(self, message: Message) -> None:
         allow_stdin = message.msg_type == "execute_request" and bool(message.content.get("allow_stdin", True))
