@@ -58,6 +58,8 @@ def _size(item: Item) -> int:
     kind, payload = item
     if kind == CALL or callable(payload):
         return 0
+    if len(payload) <= 6:  # an iopub message without buffers: six bytes frames
+        return sum(map(len, payload))
     total = 0
     for frame in payload:
         total += frame.nbytes if isinstance(frame, memoryview) else len(frame)
