@@ -245,7 +245,10 @@ class Kernel:
         return self.stdout.written + self.stderr.written
 
     def _force_exit(self) -> None:
-        log.warning("shutdown did not finish (a thread is still running); exiting")
+        log.warning(
+            "shutdown did not finish in time: nothing written for %.1fs, a thread is still running; exiting",
+            self.shutdown_timeout,
+        )
         try:
             self.close()  # returns at once if atexit is already closing...
             self._close_done.wait(self.shutdown_timeout)  # ...so let that finish sending
