@@ -166,7 +166,28 @@ class Kernel:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda signum, frame: self.request_shutdown(restart=False))
         atexit.register(self.close)
+        self._watch_parent()
         return connection
+
+    def _watch_parent(self) -> None:
+        """Shut down if the process that launched us dies (as ipykernel does).
+
+        jupyter_client sets ``JPY_PARENT_PID``; a kernel orphaned by a crashed
+        server or notebook runner would otherwise live on forever. The watch is
+        on the real parent (a launcher may sit in between), and a kernel whose
+        parent died before it got this far shuts down at once.
+        """
+        if not os.environ.get("JPY_PARENT_PID"):
+            return
+        parent_pid = os.getppid()
+
+        def watch() -> None:
+            while parent_pid != 1 and os.getppid() == parent_pid:
+                time.sleep(1.0)  # a poll of the parent: it synchronises nothing
+            log.warning("the process that launched the kernel is gone; shutting down")
+            self.request_shutdown(restart=False)
+
+        threading.Thread(target=watch, name="threadline-parent-watch", daemon=True).start()
 
     def run(self) -> int:
         """Serve the shell channel on this (the main) thread until shutdown."""
