@@ -55,7 +55,6 @@ log = logging.getLogger("threadline.io")
 
 #: Channels in the order they are served on every wake-up.
 RECEIVING_CHANNELS = ("control", "shell", "stdin")
-SENDING_CHANNELS = ("shell", "control", "stdin", "iopub")
 
 Dispatcher = Callable[[str, Message], None]
 

@@ -37,10 +37,17 @@ from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import install_comms
 from threadline.kernel.debugger import Debugger
-from threadline.kernel.shell_channel import ABORT_END, STOP, ShellChannel, install_sigint
+from threadline.kernel.shell_channel import ABORT_END, COMM_TYPES, STOP, ShellChannel, install_sigint
 from threadline.kernel.stdin import StdinRouter
 from threadline.kernel.subshells import ShellThread, SubshellManager
-from threadline.protocol import DEFAULT_MAX_MESSAGE_SIZE, ConnectionInfo, Message, Session
+from threadline.protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ConnectionInfo,
+    Message,
+    Session,
+    error_content,
+    reply_type,
+)
 from threadline.routing import Parent
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture
@@ -301,7 +308,7 @@ class Kernel:
 
     def _route_shell(self, message: Message) -> None:
         """IO thread: hand a shell request to the channel that serves it."""
-        is_comm = message.msg_type in _COMM_TYPES
+        is_comm = message.msg_type in COMM_TYPES
         if is_comm and self.comm_handling == "serial":
             # Also when the front end sent it on a subshell (JupyterLab 4.4+
             # does, per comm): "serial" means between cells, on the main shell.
@@ -314,12 +321,7 @@ class Kernel:
                 self._answer_at_once(
                     "shell",
                     message,
-                    {
-                        "status": "error",
-                        "ename": "SubshellNotFound",
-                        "evalue": f"no subshell with id {subshell_id!r}",
-                        "traceback": [],
-                    },
+                    error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}"),
                 )
                 return
             target.post_request(message)
@@ -338,7 +340,7 @@ class Kernel:
         self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
         self.sender.send(
             channel,
-            _reply_type(message.msg_type),
+            reply_type(message.msg_type),
             reply,
             parent=parent,
             identities=message.identities,
@@ -364,12 +366,12 @@ class Kernel:
         elif kind == "delete_subshell_request":
             subshell_id = content.get("subshell_id")
             if not isinstance(subshell_id, str) or not self.subshells.delete(subshell_id):
-                reply = _error_reply("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+                reply = error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}")
         elif kind == "list_subshell_request":
             reply["subshell_id"] = self.subshells.ids()
         else:
             log.warning("unknown control request %r", kind)
-            reply = _error_reply("NotImplementedError", f"{kind} is not supported")
+            reply = error_content("NotImplementedError", f"{kind} is not supported")
         self._answer_at_once(channel, message, reply)
         if kind == "shutdown_request":
             self.request_shutdown(restart=reply["restart"])
@@ -429,16 +431,3 @@ class Kernel:
             capture.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)
-
-
-_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
-
-
-def _reply_type(request_type: str) -> str:
-    if request_type.endswith("_request"):
-        return request_type[: -len("_request")] + "_reply"
-    return request_type + "_reply"
-
-
-def _error_reply(ename: str, evalue: str) -> dict[str, Any]:
-    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}

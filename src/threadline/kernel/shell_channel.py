@@ -41,7 +41,7 @@ from threadline.io import Outbox, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import CommManager, comm_info, handle_comm_message
 from threadline.kernel.stdin import wait as stdin_wait
-from threadline.protocol import Message
+from threadline.protocol import Message, error_content, reply_type
 from threadline.routing import Parent
 from threadline.shell.interactive import ThreadlineShell
 
@@ -53,7 +53,7 @@ ABORT_END: Final = "abort-end"
 STOP: Final = "stop"
 QueueItem = Message | str
 
-_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
+COMM_TYPES: Final = frozenset({"comm_open", "comm_msg", "comm_close"})
 
 
 class ShellChannel:
@@ -165,7 +165,7 @@ class ShellChannel:
             elif message.msg_type == "execute_request":
                 await self._execute(message, parent)  # flushes every stream before its reply
             else:
-                if message.msg_type in _COMM_TYPES:
+                if message.msg_type in COMM_TYPES:
                     handle_comm_message(self.comm_manager, message)
                 else:
                     self._answer(message)
@@ -345,7 +345,7 @@ class ShellChannel:
     def _reply(self, message: Message, content: dict[str, Any]) -> None:
         self.sender.send(
             "shell",
-            _reply_type(message.msg_type),
+            reply_type(message.msg_type),
             content,
             parent=message.header,
             identities=message.identities,
@@ -353,14 +353,8 @@ class ShellChannel:
         )
 
 
-def _reply_type(request_type: str) -> str:
-    if request_type.endswith("_request"):
-        return request_type[: -len("_request")] + "_reply"
-    return request_type + "_reply"
-
-
 def _error_content(exc: BaseException) -> dict[str, Any]:
-    return {"status": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
+    return error_content(type(exc).__name__, str(exc))
 
 
 def _interrupted_result(shell: ThreadlineShell, code: str, store_history: bool) -> ExecutionResult:

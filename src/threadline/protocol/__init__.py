@@ -7,7 +7,15 @@
 
 from threadline.protocol.connection import CHANNELS, ConnectionInfo
 from threadline.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from threadline.protocol.message import DELIMITER, PROTOCOL_VERSION, JSONDict, Message, pack
+from threadline.protocol.message import (
+    DELIMITER,
+    PROTOCOL_VERSION,
+    JSONDict,
+    Message,
+    error_content,
+    pack,
+    reply_type,
+)
 from threadline.protocol.session import DEFAULT_MAX_MESSAGE_SIZE, Frame, Session
 from threadline.protocol.signing import ReplayGuard, Signer
 
@@ -26,5 +34,7 @@ __all__ = [
     "ReplayGuard",
     "Session",
     "Signer",
+    "error_content",
     "pack",
+    "reply_type",
 ]

@@ -49,6 +49,18 @@ def pack(value: Mapping[str, Any]) -> bytes:
         raise LocalProtocolError(f"message part is not JSON-serialisable: {exc}") from exc
 
 
+def reply_type(request_type: str) -> str:
+    """``execute_request`` -> ``execute_reply``, as the messaging spec names replies."""
+    if request_type.endswith("_request"):
+        return request_type[: -len("_request")] + "_reply"
+    return request_type + "_reply"
+
+
+def error_content(ename: str, evalue: str) -> JSONDict:
+    """The content of an error reply (no traceback: the kernel raised it, not user code)."""
+    return {"status": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One received message. ``header`` always has string ``msg_id`` and ``msg_type``."""
