@@ -1,8 +1,9 @@
 """Bad input and security defaults, against real kernel processes.
 
-Garbage: 5,800 malformed messages (two bursts of 2,900, eight kinds, on shell
-and control) at a kernel started with ``--max-message-size 65536``. Afterwards
-the kernel answers kernel_info at once, none of the garbage got any reply, the
+Garbage: 8,700 malformed messages (two bursts of 4,350, eight kinds, on shell,
+control and stdin) at a kernel started with ``--max-message-size 65536``.
+Afterwards the kernel answers kernel_info at once, an ``input()`` still gets
+its answer over stdin, none of the garbage got any reply, the
 kernel counted every drop by channel and reason, logged each (channel, reason)
 on its 1st and every 1000th occurrence only, and its resident memory grew by
 less than ``RSS_GROWTH_BOUND`` over both bursts and ``RSS_SECOND_BURST_BOUND``
@@ -41,6 +42,8 @@ from tests.kernel_helpers import (
     TIMEOUT,
     WirePeer,
     execute,
+    get_input_request,
+    get_reply,
     kernel_pid,
     proc_status_kib,
     start_kernel_logged,
@@ -144,18 +147,20 @@ def _assert_answers_first(peer: WirePeer, timeout: float) -> float:
 def test_thousands_of_malformed_messages_are_dropped_silently(
     logged_kernel: tuple[KernelManager, BlockingKernelClient, Path], context: zmq.Context[Any]
 ) -> None:
-    """2 bursts x 2,900 malformed messages: no reply, every drop counted, logs rate-limited, RSS bounded."""
+    """2 bursts x 4,350 malformed messages: no reply, every drop counted, logs rate-limited, RSS bounded."""
     manager, kc, log = logged_kernel
     pid = kernel_pid(manager)
     rng = random.Random(20240611)
-    peers = {channel: WirePeer(context, manager, channel) for channel in ("shell", "control")}
+    peers = {channel: WirePeer(context, manager, channel) for channel in ("shell", "control", "stdin")}
+    answering = [peers["shell"], peers["control"]]  # stdin answers nothing; see below
     try:
         replayable = {}
         for channel, peer in peers.items():
             msg_id, frames = peer.frames("kernel_info_request")
             peer.send(frames)
-            assert peer.receive()["parent_header"]["msg_id"] == msg_id
-            replayable[channel] = frames  # answered once: any resend is a replay
+            if peer in answering:
+                assert peer.receive()["parent_header"]["msg_id"] == msg_id
+            replayable[channel] = frames  # accepted once: any resend is a replay
         execute(kc, "pass")  # warm the shell up before measuring
         rss_before = proc_status_kib(pid, "VmRSS") * 1024
 
@@ -167,7 +172,7 @@ def test_thousands_of_malformed_messages_are_dropped_silently(
                     for frames in messages:
                         peer.send(frames)
                     expected[f"{channel}:{reason}"] += len(messages)
-            for peer in peers.values():
+            for peer in answering:
                 seconds = _assert_answers_first(peer, timeout=TIMEOUT)
                 print(
                     f"burst {burst}: kernel_info answered {seconds:.3f}s after the garbage on {peer.channel}"
@@ -183,7 +188,13 @@ def test_thousands_of_malformed_messages_are_dropped_silently(
         for peer in peers.values():
             peer.close()
 
-    assert sum(expected.values()) == 5800
+    assert sum(expected.values()) == 8700
+    # The stdin channel still works: an input() in a cell gets its answer.
+    msg_id = kc.execute("print('got', input('? '))", allow_stdin=True)
+    request = get_input_request(kc)
+    assert request["content"]["prompt"] == "? "
+    kc.input("forty-two")
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
     dropped = _kernel_value(kc, "dict(get_ipython().kernel.io.dropped)")
     assert dropped == dict(expected)
 
@@ -191,6 +202,7 @@ def test_thousands_of_malformed_messages_are_dropped_silently(
     # Each (channel, reason) is logged on its 1st drop and on every 1000th.
     assert logged == {key: 1 + count // 1000 for key, count in expected.items()}
     assert logged["shell:framing"] == 3  # 2,100 framing drops: lines for the 1st, 1000th, 2000th
+    assert logged["stdin:signature"] == 1
 
     print(
         f"dropped {sum(expected.values())} ({dict(expected)}); log lines {sum(logged.values())}; "

@@ -38,3 +38,44 @@ def test_interrupting_a_cell_that_lives_in_kernel_code(
         assert "on_sigint" in frames[-1]
         assert "threadline" not in frames[-2], frames[-2]
         assert execute(kc, "print('alive')").stdout == "alive\n"
+
+
+BLOCKED_MAIN = """
+import signal, threading
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+try:
+    print("waiting", flush=True)
+    threading.Event().wait()
+finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+"""
+
+
+def test_a_sigint_taken_by_another_thread_still_interrupts_the_main_thread(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """The main thread blocks SIGINT and waits; jupyter_client's process-directed
+    SIGINT must then be taken by some other thread, whose C-level handler only
+    marks it pending -- nothing wakes the main thread's wait. The kernel's
+    watch sees the signal on its wake-up fd and pokes the main thread, whose
+    Python handler then raises KeyboardInterrupt in the cell.
+
+    The same watch covers the rarer race it was built for (a SIGINT landing on
+    the main thread just before it blocks); this test makes the loss certain
+    instead of rare: without the watch it times out every time.
+    """
+    manager, kc = kernel
+    for _ in range(3):
+        msg_id = kc.execute(BLOCKED_MAIN)
+        wait_for_iopub(
+            kc,
+            lambda m, i=msg_id: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == i,
+        )
+        manager.interrupt_kernel()
+        reply = get_reply_reading_iopub(kc, msg_id, timeout=TIMEOUT)
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+    # The pokes interrupted nothing else: the next cells run to the end.
+    assert execute(kc, "import time\nfor _ in range(20):\n    time.sleep(0.005)\nprint('done')").stdout == (
+        "done\n"
+    )
+    assert execute(kc, "print('alive')").stdout == "alive\n"

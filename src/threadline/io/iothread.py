@@ -10,7 +10,9 @@ sockets and the outbox's doorbell, then in this order:
    message to the kernel's dispatcher, which must not block;
 2. takes the batch of items other threads queued in the outbox and sends them
    (or runs them, for calls) in order;
-3. runs due timers (stream flushes, shutdown deadlines).
+3. runs due timers (stream flushes, shutdown deadlines);
+4. calls the readers other layers registered for plain file descriptors
+   (``add_reader``: the kernel's signal wake-up fd), which must not block.
 
 Every socket is polled and then drained until it would block, so the
 edge-triggered nature of ZeroMQ's own file descriptor never strands a message.
@@ -72,8 +74,8 @@ class IOThread:
     """Owns the sockets; receives, decodes, dispatches; sends what the outbox holds.
 
     Thread rules: ``start``, ``flush`` and ``stop`` are called from other threads;
-    ``outbox.put`` and ``outbox.call_soon`` from any thread; ``call_later`` only
-    on the IO thread itself (it raises elsewhere).
+    ``outbox.put`` and ``outbox.call_soon`` from any thread; ``call_later`` and
+    ``add_reader`` only on the IO thread itself (they raise elsewhere).
     """
 
     def __init__(
@@ -106,6 +108,8 @@ class IOThread:
         self._retry_at = 0.0
         self._retry_delay = STALL_RETRY_FIRST
         self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._readers: dict[int, Callable[[], object]] = {}
+        self._poller: zmq.Poller | None = None
         self._timer_seq = itertools.count()
         self._stop_deadline: float | None = None
         self._started = threading.Event()
@@ -182,6 +186,17 @@ class IOThread:
             raise IOThreadError("call_later() is for the IO thread; use outbox.call_soon()")
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), function))
 
+    def add_reader(self, fd: int, on_readable: Callable[[], object]) -> None:
+        """Call ``on_readable`` on the IO thread whenever ``fd`` is readable. IO thread only.
+
+        The poll is level-triggered for plain descriptors: ``on_readable`` must
+        read what is there (without blocking), or it is called again at once.
+        """
+        if not self.is_io_thread() or self._poller is None:
+            raise IOThreadError("add_reader() is for the running IO thread; use outbox.call_soon()")
+        self._readers[fd] = on_readable
+        self._poller.register(fd, zmq.POLLIN)
+
     def receive_now(self, channel: str) -> None:
         """Read and dispatch everything ``channel`` holds right now. IO thread only."""
         if not self.is_io_thread():
@@ -239,7 +254,7 @@ class IOThread:
         self.connection = info.with_ports(ports)
 
     def _loop(self) -> None:
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         receivers = [self._sockets[name] for name in RECEIVING_CHANNELS]
         channel_of = {id(self._sockets[name]): name for name in RECEIVING_CHANNELS}
         iopub = self._sockets["iopub"]
@@ -274,6 +289,10 @@ class IOThread:
                 self._ready.extend(self.outbox.take_batch())
             self._process_ready()
             self._run_due_timers()
+            if self._readers:
+                for fd, on_readable in list(self._readers.items()):
+                    if fd in events:
+                        self._run_call(on_readable)
 
             if self._stop_deadline is not None:
                 if not self._ready and not self.outbox and self._stalled is None:

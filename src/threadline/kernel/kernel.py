@@ -37,7 +37,8 @@ from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import install_comms
 from threadline.kernel.debugger import Debugger
-from threadline.kernel.shell_channel import ABORT_END, COMM_TYPES, STOP, ShellChannel, install_sigint
+from threadline.kernel.interrupts import InterruptDelivery
+from threadline.kernel.shell_channel import ABORT_END, COMM_TYPES, STOP, ShellChannel
 from threadline.kernel.stdin import StdinRouter
 from threadline.kernel.subshells import ShellThread, SubshellManager
 from threadline.protocol import (
@@ -127,6 +128,8 @@ class Kernel:
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
+        self.interrupts = InterruptDelivery(self.io)
+        self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
 
@@ -168,7 +171,7 @@ class Kernel:
             self.stderr.fallback = self.log_stream = self._captures[1].original
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
-        install_sigint(self.channel)
+        self.interrupts.install(self.channel.on_sigint)
         self.shell.run_startup_files()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda signum, frame: self.request_shutdown(restart=False))
@@ -248,6 +251,7 @@ class Kernel:
             log.warning("some messages could not be delivered before the sockets closed")
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.interrupts.close()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self._close_done.set()
 

@@ -16,10 +16,11 @@ the error reply goes out -- to read everything the shell socket holds and then
 post an ``ABORT_END`` marker; every request dequeued before the marker gets an
 ``aborted`` reply.
 
-Interrupts: SIGINT lands on the main thread. While a synchronous cell runs,
-the handler raises ``KeyboardInterrupt`` in it; while an asynchronous cell is
-awaited, it cancels that cell's task instead (raising inside the event loop
-would stop the loop itself); between cells it does nothing.
+Interrupts: SIGINT lands on the main thread (``kernel.interrupts`` makes sure
+it does). While a synchronous cell runs, the handler raises
+``KeyboardInterrupt`` in it; while an asynchronous cell is awaited, it cancels
+that cell's task instead (raising inside the event loop would stop the loop
+itself); between cells it does nothing.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Final
@@ -40,6 +39,7 @@ from threadline import routing
 from threadline.io import Outbox, Sender
 from threadline.kernel import requests
 from threadline.kernel.comms import CommManager, comm_info, handle_comm_message
+from threadline.kernel.interrupts import InterruptDelivery
 from threadline.kernel.stdin import wait as stdin_wait
 from threadline.protocol import Message, error_content, reply_type
 from threadline.routing import Parent
@@ -92,6 +92,8 @@ class ShellChannel:
         self._posted = 0
         self._finished = 0
         self._async_cell: asyncio.Future[Any] | None = None
+        #: Set by the kernel for the main shell: makes every SIGINT reach ``on_sigint``.
+        self.interrupt_delivery: InterruptDelivery | None = None
         #: Asked first by the SIGINT handler, with the interrupted frame: True means
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
         #: delivers the interrupt again).
@@ -309,6 +311,7 @@ class ShellChannel:
                     shell.events.trigger("post_run_cell", result)
             assert result is not None
             return result
+        self._interrupt_deferrals = 0
         self._sync_cell_running = True
         try:
             sync_result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
@@ -324,14 +327,23 @@ class ShellChannel:
         entering the ``with`` block that releases it -- it could leave a lock
         held and hang the kernel after the cell. So when the main thread is in
         kernel code, the signal is sent again a moment later, until it lands
-        in user code (bounded; then it is raised wherever it lands).
+        in user code (bounded; then it is raised wherever it lands). This
+        handler takes no lock and starts no thread: it may have interrupted
+        code that holds one (``threading.Thread.start`` does).
         """
+        delivery = self.interrupt_delivery
+        if delivery is not None:
+            delivery.handler_started()
         if self.defer_interrupt is not None and self.defer_interrupt(frame):
             return
         if self._sync_cell_running:
-            if self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS and _in_kernel_code(frame):
+            if (
+                delivery is not None
+                and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
+                and _in_kernel_code(frame)
+            ):
                 self._interrupt_deferrals += 1
-                _signal_main_thread_soon()
+                delivery.resend_soon()
                 return
             self._interrupt_deferrals = 0
             raise KeyboardInterrupt
@@ -393,17 +405,3 @@ def _in_kernel_code(frame: FrameType | None) -> bool:
             return True
         frame = frame.f_back
     return False
-
-
-def _signal_main_thread_soon() -> None:
-    ident = threading.main_thread().ident
-    if ident is not None:
-        timer = threading.Timer(0.002, signal.pthread_kill, (ident, signal.SIGINT))
-        timer.daemon = True
-        timer.start()
-
-
-def install_sigint(channel: ShellChannel) -> None:
-    """Route SIGINT to the shell channel (main thread only)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, channel.on_sigint)

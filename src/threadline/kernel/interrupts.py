@@ -1,0 +1,189 @@
+"""Interrupts that always land: SIGINT, a wake-up fd, and a watch on the IO thread.
+
+Theory of operation
+-------------------
+CPython runs a Python-level signal handler only on the main thread, between
+bytecodes; the C-level handler, which runs on whichever thread the OS chose,
+only marks the signal as pending. A main thread blocked in a wait (a cell in
+``threading.Event().wait()``) notices the mark only if the signal itself
+broke its wait (EINTR). It does not when
+
+1. the signal was taken by another thread: a process-directed SIGINT, as
+   jupyter_client sends in signal mode, goes to any thread not blocking it;
+2. the signal reached the main thread just after its last look at the mark
+   and just before it blocked: the wait begins with the signal pending, and
+   nothing will ever wake it. (Seen: once in 7,423 interrupts of a cell
+   waiting on an ``Event`` while four threads printed.)
+
+Either way the interrupt is lost and the cell runs on. So the C-level handler
+also writes each signal's number to a socket (``signal.set_wakeup_fd``),
+whatever thread it runs on, and the IO thread reads that socket. Seeing a
+SIGINT there, it watches: if the Python handler has not run shortly after, it
+*pokes* the main thread -- ``pthread_kill`` with a signal of the kernel's own
+whose handler does nothing. The poke breaks the wait, and CPython then runs
+every pending handler, the SIGINT one first among them. A poke with nothing
+pending runs the empty handler and nothing else, so poking when in doubt is
+always safe, where sending SIGINT again could interrupt a second time.
+
+To tell "not run yet" from "already run", the Python handler first takes the
+bytes waiting on the socket (what it takes, the IO thread never sees) and then
+counts its run; the IO thread reads the count *before* it reads the socket.
+A SIGINT byte the IO thread does see therefore belongs to a signal whose
+handler had not run when the count was read.
+
+The SIGINT handler may also ask for SIGINT to be sent again (when it landed in
+the kernel's own code; see ``ShellChannel.on_sigint``). It cannot start a
+timer thread or take a lock to do so -- it may have interrupted code holding
+that very lock -- so it writes a marker byte to the same socket, and the IO
+thread sends SIGINT a moment later.
+
+Limits: a cell that installs its own wake-up fd (asyncio's
+``add_signal_handler``) switches the watch off until the kernel restarts; a
+main thread inside one long C call is not woken by any signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from threadline.io import IOThread
+
+log = logging.getLogger("threadline.kernel")
+
+#: Written by the SIGINT handler: "send SIGINT again shortly" (signal numbers start at 1).
+RESEND_MARKER = 0
+#: How long after a resend request SIGINT goes again (seconds).
+RESEND_DELAY = 0.002
+#: First wait before poking, doubling up to the last, for at most ``POKE_PATIENCE`` (seconds).
+POKE_FIRST = 0.002
+POKE_LAST = 0.128
+POKE_PATIENCE = 2.0
+
+
+def _choose_poke_signal() -> int:
+    """A real-time signal nobody else has a handler for (the highest free one)."""
+    for number in range(signal.SIGRTMAX - 1, signal.SIGRTMIN, -1):
+        if signal.getsignal(number) == signal.SIG_DFL:
+            return number
+    raise RuntimeError("no free real-time signal to wake the main thread with")
+
+
+def _ignore_poke(signum: int, frame: FrameType | None) -> None:
+    """The poke's handler: nothing. Its only job was to break the main thread's wait."""
+
+
+class InterruptDelivery:
+    """Makes sure every SIGINT reaches the main thread's Python handler.
+
+    ``install`` runs on the main thread; ``handler_started`` and
+    ``resend_soon`` run inside the SIGINT handler (main thread, no locks); the
+    rest runs on the IO thread.
+    """
+
+    def __init__(self, io: IOThread) -> None:
+        self._io = io
+        self._reader, self._writer = socket.socketpair()
+        for end in (self._reader, self._writer):
+            end.setblocking(False)
+        self._main_ident = threading.main_thread().ident
+        self.poke_signal = 0
+        #: Runs of the SIGINT handler: written by the main thread only.
+        self.handler_runs = 0
+        #: Pokes sent (for tests and the log).
+        self.pokes = 0
+        self._watching = False
+        self._base = 0
+        self._since = 0.0
+        self._delay = POKE_FIRST
+
+    # -- main thread ----------------------------------------------------------------
+
+    def install(self, on_sigint: Callable[[int, FrameType | None], None]) -> None:
+        """Route SIGINT to ``on_sigint`` and start the watch. Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # an embedded kernel: signals are the host's business
+        self.poke_signal = _choose_poke_signal()
+        signal.signal(self.poke_signal, _ignore_poke)
+        signal.signal(signal.SIGINT, on_sigint)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._io.outbox.call_soon(lambda: self._io.add_reader(self._reader.fileno(), self._on_readable))
+
+    def handler_started(self) -> None:
+        """First thing in the SIGINT handler: what is waiting is being handled now."""
+        self._drain()
+        self.handler_runs += 1
+
+    def resend_soon(self) -> None:
+        """From the SIGINT handler: have SIGINT sent to the main thread again shortly."""
+        with contextlib.suppress(OSError):  # full: a marker is already waiting
+            self._writer.send(bytes([RESEND_MARKER]))
+
+    def close(self) -> None:
+        """Stop watching (at shutdown, after the IO thread has stopped)."""
+        if not self.poke_signal or threading.current_thread() is not threading.main_thread():
+            # Only the main thread can unset the wake-up fd; while it is set the
+            # socket stays open, so a late signal never writes into a reused fd.
+            return
+        previous = signal.set_wakeup_fd(-1)
+        if previous != self._writer.fileno():
+            signal.set_wakeup_fd(previous)  # other code's now; leave it alone
+        self._reader.close()
+        self._writer.close()
+
+    # -- IO thread --------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        base = self.handler_runs  # before reading: see the module's docstring
+        received = self._drain()
+        if RESEND_MARKER in received:
+            self._io.call_later(RESEND_DELAY, self._resend)
+        if signal.SIGINT in received:
+            self._base, self._since, self._delay = base, time.monotonic(), POKE_FIRST
+            if not self._watching:
+                self._watching = True
+                self._io.call_later(self._delay, self._check)
+
+    def _check(self) -> None:
+        if self.handler_runs != self._base:
+            self._watching = False
+            return
+        if time.monotonic() - self._since >= POKE_PATIENCE:
+            self._watching = False
+            log.warning("an interrupt did not reach the main thread (it is inside a long C call?)")
+            return
+        self.pokes += 1
+        self._signal_main(self.poke_signal)
+        self._delay = min(2 * self._delay, POKE_LAST)
+        self._io.call_later(self._delay, self._check)
+
+    def _resend(self) -> None:
+        self._signal_main(signal.SIGINT)
+
+    def _signal_main(self, signum: int) -> None:
+        if self._main_ident is None:
+            return
+        try:
+            signal.pthread_kill(self._main_ident, signum)
+        except OSError as exc:  # the main thread is gone: the process is ending
+            log.debug("could not signal the main thread: %s", exc)
+
+    def _drain(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = self._reader.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # closed at shutdown
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
