@@ -41,6 +41,7 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from collections import Counter, deque
@@ -50,7 +51,7 @@ from typing import Any
 import zmq
 
 from threadline.io.outbox import CALL, Item, Outbox
-from threadline.io.zsend import FrameSender, SendError
+from threadline.io.zsend import ASYNC_SIGNALS, FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
 
 log = logging.getLogger("threadline.io")
@@ -207,6 +208,9 @@ class IOThread:
         self._stop_deadline = deadline
 
     def _main(self) -> None:
+        # Signals go to other threads (the kernel watches them on a wake-up
+        # fd): none can interrupt a send here, which the one-call send needs.
+        signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
         try:
             self._bind()
         except BaseException as exc:  # reported to start(), which raises

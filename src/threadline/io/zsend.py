@@ -19,6 +19,26 @@ path, whatever their size. Other buffers (users' binary payloads) go through
 pyzmq, copied: zero-copy sends depend on a pyzmq helper thread that its own
 atexit hook stops, possibly before the kernel's final flush at exit.
 
+One call per message
+--------------------
+A ctypes call costs about half a microsecond in argument conversion alone,
+and a message is six calls or more: under a comm flood the ``zmq_send`` line
+was 30 % of all the kernel's samples (py-spy). libzmq's ``zmq_sendiov`` sends
+a whole multipart message from an array of ``struct iovec`` in one call,
+copying each frame just as ``zmq_send`` does. The array is packed with
+``struct`` from each frame's address and length; in CPython the address of a
+``bytes`` object's data is ``id(frame)`` plus a fixed offset, which is checked
+against a probe at import (the path is off wherever it does not hold).
+
+``zmq_sendiov`` gives up at the first frame that fails and does not say
+which. That is safe only because a failure can come at the first frame
+alone: ZeroMQ checks the high-water mark and the route when a message
+starts, and accepts the rest of it unconditionally -- except that a signal
+can interrupt any frame (EINTR). So the one-call path is used only on a
+thread that blocks asynchronous signals, as the IO thread does
+(``IOThread._main``); elsewhere frames go one by one, and an interrupted
+frame is retried alone.
+
 Like the sockets it sends on, a ``FrameSender`` belongs to the IO thread.
 """
 
@@ -26,6 +46,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import signal
+import struct
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -53,6 +77,54 @@ def _load_zmq_send() -> tuple[Any, Any] | None:
 
 _C_SEND = _load_zmq_send()
 
+#: Signals a thread must block for the one-call path: any that can arrive
+#: asynchronously (the synchronous ones -- faults -- cannot be blocked usefully).
+_SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT}
+ASYNC_SIGNALS = frozenset(signal.valid_signals() - _SYNCHRONOUS - {signal.SIGKILL, signal.SIGSTOP})
+#: The most frames the one-call path packs (more go frame by frame).
+_MAX_IOV_FRAMES = 16
+
+
+def _bytes_data_offset() -> int | None:
+    """Where a ``bytes`` object's data starts, relative to ``id()``; None if unknown here."""
+    if sys.implementation.name != "cpython":
+        return None
+    offset: int = bytes.__basicsize__ - 1  # PyBytesObject ends in ob_sval[1]
+    probe = b"threadline: where do the bytes start?"
+    try:
+        if ctypes.string_at(id(probe) + offset, len(probe)) != probe:
+            return None
+    except (OSError, ValueError):
+        return None
+    return offset
+
+
+def _load_zmq_sendiov() -> Callable[..., int] | None:
+    if _C_SEND is None or _bytes_data_offset() is None:
+        return None
+    try:
+        from zmq.backend.cython import _zmq
+
+        sendiov = ctypes.PyDLL(_zmq.__file__).zmq_sendiov
+    except (ImportError, OSError, AttributeError):
+        return None
+    # The iovec array is passed as the bytes it was packed into.
+    sendiov.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+    sendiov.restype = ctypes.c_int
+    function: Callable[..., int] = sendiov
+    return function
+
+
+_C_SENDIOV = _load_zmq_sendiov()
+_DATA_OFFSET = _bytes_data_offset() or 0
+#: struct iovec { void *iov_base; size_t iov_len; }, native layout, n of them.
+_PACK_IOVECS = [struct.Struct("PN" * n).pack for n in range(_MAX_IOV_FRAMES + 1)]
+
+
+def signals_blocked_here() -> bool:
+    """Whether the calling thread blocks every asynchronous signal (no EINTR can reach it)."""
+    return ASYNC_SIGNALS.issubset(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
 
 class SendError(Exception):
     """ZeroMQ refused a frame; ``errno`` says why (EAGAIN: full, EHOSTUNREACH: no such peer)."""
@@ -65,14 +137,21 @@ class SendError(Exception):
 class FrameSender:
     """Sends whole multipart messages on one socket, non-blocking."""
 
-    def __init__(self, sock: zmq.Socket[Any], *, use_ctypes: bool = True) -> None:
+    def __init__(self, sock: zmq.Socket[Any], *, use_ctypes: bool = True, one_call: bool = True) -> None:
+        """``one_call``: use ``zmq_sendiov`` when possible -- only if this thread
+        (the one that will send) blocks asynchronous signals; see the module's docstring."""
         self._sock = sock
         self._handle = ctypes.c_void_p(sock.underlying)
         self._c = _C_SEND if use_ctypes else None
+        self._sendiov = _C_SENDIOV if use_ctypes and one_call and signals_blocked_here() else None
 
     @property
     def holds_gil(self) -> bool:
         return self._c is not None
+
+    @property
+    def one_call(self) -> bool:
+        return self._sendiov is not None
 
     def send(self, frames: list[Frame]) -> None:
         """Send all frames, or none: raises ``SendError`` if the first is refused.
@@ -80,6 +159,20 @@ class FrameSender:
         ZeroMQ accepts or refuses a multipart message as a whole at its first
         frame, so a refusal never leaves half a message behind.
         """
+        sendiov = self._sendiov
+        if sendiov is not None and len(frames) <= _MAX_IOV_FRAMES:
+            fields: list[int] = []
+            for frame in frames:
+                if type(frame) is not bytes:
+                    break  # a user's buffer: frame by frame, below
+                fields.append(id(frame) + _DATA_OFFSET)
+                fields.append(len(frame))
+            else:
+                # ``frames`` keeps every frame alive for the duration of the call.
+                if sendiov(self._handle, _PACK_IOVECS[len(frames)](*fields), len(frames), _MORE) < 0:
+                    assert self._c is not None
+                    raise SendError(self._c[1]())
+                return
         last = len(frames) - 1
         c_send = self._c[0] if self._c is not None else None
         handle = self._handle
