@@ -121,6 +121,36 @@ def test_we_read_what_jupyter_client_serializes(key: bytes, scheme: str) -> None
     assert msg.subshell_id is None
 
 
+@pytest.mark.parametrize("size", [10, 20_000, 300_000], ids=["small", "over-the-join-limit", "large"])
+def test_a_reply_carries_its_request_header_exactly_as_received(size: int) -> None:
+    """A decoded request keeps its header frame; used as the parent of a reply it is
+    sent verbatim, and jupyter_client reads and verifies the reply -- for small
+    messages (signed joined, frames cut from the joined bytes) and large ones
+    (signed part by part) alike."""
+    theirs = jupyter_session(KEY, "hmac-sha256")
+    sent = theirs.msg("execute_request", content=CONTENT, parent=PARENT)
+    wire = as_wire(theirs.serialize(sent, ident=[b"client-id"]))
+    ours = Session(KEY)
+    request = ours.decode(wire)
+    assert request.header_json == wire[wire.index(DELIMITER) + 2]
+    assert request.parent_part is request.header_json
+
+    content = {"text": "x" * size}
+    frames = ours.encode("execute_reply", content, parent=request.parent_part, metadata={"status": "ok"})
+    assert frames[frames.index(DELIMITER) + 3] == request.header_json
+    _, rest = theirs.feed_identities(as_wire(frames), copy=True)
+    reply = theirs.deserialize(rest, content=True, copy=True)  # verifies the signature
+    assert reply["parent_header"]["msg_id"] == sent["header"]["msg_id"]
+    assert reply["parent_header"]["session"] == theirs.session
+    assert reply["content"] == content
+    assert reply["metadata"] == {"status": "ok"}
+
+
+def test_a_message_built_here_has_its_header_as_parent_part() -> None:
+    message = Message(header={"msg_id": "m", "msg_type": "x"}, parent_header={}, metadata={}, content={})
+    assert message.parent_part == {"msg_id": "m", "msg_type": "x"}
+
+
 def test_subshell_id_round_trips_through_jupyter_client() -> None:
     ours = Session(KEY)
     header = ours.new_header("execute_request", subshell_id="sub-1")

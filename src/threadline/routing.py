@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
-from threadline.protocol import JSONDict
+from threadline.protocol import JSONDict, pack
 
 
 class OutputSink(Protocol):
@@ -63,6 +63,14 @@ class Parent:
     #: Where output goes instead of iopub, if set (an ``OutputSink``: a widget
     #: capturing this thread's output into its own state).
     sink: OutputSink | None = field(default=None, repr=False)
+    #: ``header`` serialised, as every message for this parent carries it: the
+    #: request's own header frame when there is one (``Message.header_json``),
+    #: otherwise serialised once, here.
+    header_json: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.header_json:
+            object.__setattr__(self, "header_json", pack(self.header))
 
     @property
     def msg_id(self) -> str:

@@ -27,7 +27,7 @@ class Sender:
         msg_type: str,
         content: Mapping[str, Any],
         *,
-        parent: Mapping[str, Any] | None = None,
+        parent: Mapping[str, Any] | bytes | None = None,
         identities: Sequence[bytes] = (),
         metadata: Mapping[str, Any] | None = None,
         buffers: Sequence[Frame] = (),
@@ -53,7 +53,7 @@ class Sender:
         msg_type: str,
         content: Mapping[str, Any],
         *,
-        parent: Mapping[str, Any] | None = None,
+        parent: Mapping[str, Any] | bytes | None = None,
         metadata: Mapping[str, Any] | None = None,
         buffers: Sequence[Frame] = (),
     ) -> JSONDict:

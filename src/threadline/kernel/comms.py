@@ -44,7 +44,7 @@ class Comm(BaseComm):  # type: ignore[misc]
         sender.publish(
             msg_type,
             content,
-            parent=parent.header if parent is not None else None,
+            parent=parent.header_json if parent is not None else None,
             metadata=metadata,
             buffers=buffers or (),
         )

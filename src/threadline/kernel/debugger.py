@@ -281,7 +281,7 @@ class Debugger:
     def handle(self, message: Message) -> None:
         """IO thread: take a ``debug_request``; the reply comes from the debugger thread."""
         _hide_from_debugger(threading.current_thread())
-        self.sender.publish("status", {"execution_state": "busy"}, parent=message.header)
+        self.sender.publish("status", {"execution_state": "busy"}, parent=message.parent_part)
         self._ensure_thread().call_soon_threadsafe(self._begin, message)
 
     def _ensure_thread(self) -> asyncio.AbstractEventLoop:
@@ -317,9 +317,9 @@ class Debugger:
                 log.exception("debug request %r failed", request.get("command"))
             response = _response(request, success=False, message=str(exc))
         self.sender.send(
-            "control", "debug_reply", response, parent=message.header, identities=message.identities
+            "control", "debug_reply", response, parent=message.parent_part, identities=message.identities
         )
-        self.sender.publish("status", {"execution_state": "idle"}, parent=message.header)
+        self.sender.publish("status", {"execution_state": "idle"}, parent=message.parent_part)
 
     async def _respond(self, request: JSONDict) -> JSONDict:
         command = request.get("command")

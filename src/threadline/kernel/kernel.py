@@ -340,7 +340,7 @@ class Kernel:
 
     def _answer_at_once(self, channel: str, message: Message, reply: dict[str, Any]) -> None:
         """IO thread: busy, reply, idle -- for requests answered without a shell."""
-        parent = message.header
+        parent = message.parent_part
         self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
         self.sender.send(
             channel,

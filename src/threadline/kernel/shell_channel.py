@@ -158,7 +158,9 @@ class ShellChannel:
 
     async def _handle(self, message: Message) -> None:
         allow_stdin = message.msg_type == "execute_request" and bool(message.content.get("allow_stdin", True))
-        parent = Parent(message.header, message.identities, allow_stdin=allow_stdin)
+        parent = Parent(
+            message.header, message.identities, allow_stdin=allow_stdin, header_json=message.header_json
+        )
         token = routing.set_origin(parent)
         try:
             self._status("busy", parent)
@@ -229,7 +231,7 @@ class ShellChannel:
             self.sender.publish(
                 "execute_input",
                 {"code": code, "execution_count": count},
-                parent=parent.header,
+                parent=parent.header_json,
             )
         routing.note_execute_started(parent)
         try:
@@ -352,14 +354,14 @@ class ShellChannel:
     # -- sending ------------------------------------------------------------------------------
 
     def _status(self, state: str, parent: Parent) -> None:
-        self.sender.publish("status", {"execution_state": state}, parent=parent.header)
+        self.sender.publish("status", {"execution_state": state}, parent=parent.header_json)
 
     def _reply(self, message: Message, content: dict[str, Any]) -> None:
         self.sender.send(
             "shell",
             reply_type(message.msg_type),
             content,
-            parent=message.header,
+            parent=message.parent_part,
             identities=message.identities,
             metadata={"status": content.get("status", "ok")},
         )

@@ -75,7 +75,7 @@ class StdinRouter:
                     "stdin",
                     "input_request",
                     {"prompt": prompt, "password": password},
-                    parent=parent.header,
+                    parent=parent.header_json,
                     identities=parent.identities,
                     header=header,
                 )

@@ -71,6 +71,15 @@ class Message:
     content: JSONDict
     buffers: tuple[bytes, ...] = ()
     identities: tuple[bytes, ...] = field(default=(), repr=False)
+    #: The header frame exactly as received (verified, and parsed into ``header``):
+    #: what a reply or an output carries as its parent, with no re-serialising.
+    #: Empty for a message that was not decoded from frames.
+    header_json: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def parent_part(self) -> JSONDict | bytes:
+        """This message as the parent of another: its header, serialised if possible."""
+        return self.header_json or self.header
 
     @property
     def msg_id(self) -> str:

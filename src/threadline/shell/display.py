@@ -45,7 +45,7 @@ class KernelLink:
         self.sender.publish(
             msg_type,
             content,
-            parent=parent.header if parent is not None else None,
+            parent=parent.header_json if parent is not None else None,
             metadata=metadata,
             buffers=buffers or (),
         )

@@ -268,7 +268,7 @@ class OutStream(io.TextIOBase):
                 self.fallback.write(text)
             return
         try:
-            self._sender.publish("stream", {"name": self.name, "text": text}, parent=parent.header)
+            self._sender.publish("stream", {"name": self.name, "text": text}, parent=parent.header_json)
         except OutboxClosed:
             # The kernel is gone; keep the text in the kernel's own log.
             if self.fallback is not None:

@@ -93,7 +93,11 @@ def _capture_enter(self: Any) -> None:
         self.msg_id = parent.msg_id
     else:
         capture = Parent(
-            parent.header, parent.identities, allow_stdin=parent.allow_stdin, sink=_WidgetSink(self)
+            parent.header,
+            parent.identities,
+            allow_stdin=parent.allow_stdin,
+            sink=_WidgetSink(self),
+            header_json=parent.header_json,
         )
     stacks: dict[int, list[tuple[Any, str | None, str]]] = self.__dict__.setdefault(
         "_threadline_captures", {}
