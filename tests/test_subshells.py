@@ -116,3 +116,29 @@ def test_interrupt_reaches_a_subshell(kc: BlockingKernelClient) -> None:
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert execute(kc, "print('still fine')").stdout == "still fine\n"
+
+
+def test_subshell_code_runs_with_the_usual_signal_mask(kc: BlockingKernelClient) -> None:
+    """Subshell threads are started by the IO thread, which blocks signals; a
+    subshell's cells (and threads they start) must not inherit that mask."""
+    probe = (
+        "import signal, threading\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+        "t.start(); t.join()\n"
+        "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), sorted(seen[0]))"
+    )
+    main_mask = execute(kc, probe).stdout
+    subshell_id = create_subshell(kc)
+    msg_id = execute_in(kc, subshell_id, probe)
+    assert replies(kc, [msg_id])[msg_id]["content"]["status"] == "ok"
+    outputs = []
+    while True:
+        message = kc.get_iopub_msg(timeout=TIMEOUT)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            outputs.append(message["content"]["text"])
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            break
+    assert "".join(outputs) == main_mask == "[] []\n"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from collections.abc import Callable
 from threadline.kernel.shell_channel import STOP, ShellChannel
 
 log = logging.getLogger("threadline.kernel")
+
+#: The signal mask of the thread that imported this module (the main thread, at start-up).
+_INITIAL_SIGNAL_MASK = signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
 class ShellThread:
@@ -38,6 +42,9 @@ class ShellThread:
         self._thread.start()
 
     def _serve(self) -> None:
+        # Subshells are started on the IO thread, which blocks signals; user code
+        # runs here (and starts threads of its own), so it gets the usual mask.
+        signal.pthread_sigmask(signal.SIG_SETMASK, _INITIAL_SIGNAL_MASK)
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self.channel.serve())
