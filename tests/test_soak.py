@@ -18,10 +18,15 @@ every echo comes back; no cell fails except the interrupted ones, which fail
 with KeyboardInterrupt. Between the first and the last third of the rounds,
 ``threading.active_count()`` does not grow at all, OS threads by at most
 ``OS_THREAD_SLACK`` (2: threads just ended), open fds by at most ``FD_SLACK``
-(4) and VmRSS (mean) by at most ``RSS_BOUND`` (20 MiB). The RSS bound is
-absolute on purpose: at 60 s the growth measured here is about 10 MiB (some
-10 KB per round, ~3 cells and 20 comm messages); a longer run fails it if
-that slope is a leak rather than IPython's per-cell history.
+(4) and VmRSS (mean) by at most ``RSS_BOUND`` (20 MiB). What grows, found
+with tracemalloc over 1,000 rounds: the replay window (one entry per signed
+message received, ~25 a round, bounded at 65,536 entries = 4.7 MiB) and
+IPython's input history (~0.5 KiB a cell, kept for the session as in any
+IPython kernel), plus allocator slack. Measured: +8 MiB at 60 s (~1,400
+rounds); at 300 s (``THREADLINE_SOAK_SECONDS=300``, ~6,700 rounds, 2,238
+interrupts) +17.4 MiB, where it was +19.7 MiB before the replay window was
+made compact (it held 8.6 MiB when full, now 4.7). A run much longer than
+that outgrows the bound through IPython's history alone.
 
 Every interrupt must end its cell with KeyboardInterrupt within ``TIMEOUT``.
 One in a few thousand once did not (the soak was opt-in because of it): a

@@ -27,6 +27,11 @@ as any one peer has room.) What waited is retried before anything new is taken,
 so the outbox fills, producer threads wait, and memory stays bounded -- with
 nothing dropped anywhere.
 
+The IO thread blocks every asynchronous signal, so none can interrupt it
+mid-send (which lets ``zsend`` hand libzmq a whole message in one call) and
+a process-directed signal is always taken by some other thread; the kernel
+sees each one on its wake-up fd (``add_reader``) and makes sure it lands.
+
 Incoming messages that fail to decode are counted by reason, logged at a
 limited rate, and dropped; the loop goes on. An exception that escapes the loop
 itself is a bug: it is logged with its traceback and reported to ``on_fatal``
