@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from threadline.io import Outbox, OutboxClosed
+from threadline.io import outbox as outbox_module
 from threadline.io.outbox import CALL
 from threadline.protocol import Frame
 
@@ -96,8 +97,14 @@ class Consumer:
         outbox.bind_io_thread(lambda channel, frames: self.direct.append((channel, frames)))
 
 
-@pytest.fixture
-def outbox() -> Any:
+@pytest.fixture(params=["libc", "socket"])
+def outbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An outbox of capacity 8, its doorbell rung through libc (keeping the GIL) or,
+    as where libc cannot be reached, through the socket's own methods."""
+    if request.param == "socket":
+        monkeypatch.setattr(outbox_module, "_LIBC_IO", None)
+    else:
+        assert outbox_module._LIBC_IO is not None
     box = Outbox(capacity=8)
     yield box
     box.close()
