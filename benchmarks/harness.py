@@ -368,8 +368,11 @@ def median(values: list[float]) -> float:
 
 
 @contextmanager
-def profiled(pid: int | None, output: Path | None, rate: int = 200) -> Iterator[None]:
-    """Sample ``pid`` with py-spy (folded stacks, one line per stack) while the block runs."""
+def profiled(pid: int | None, output: Path | None, rate: int = 200, *, gil: bool = False) -> Iterator[None]:
+    """Sample ``pid`` with py-spy (folded stacks, one line per stack) while the block runs.
+
+    ``gil``: only the thread holding the GIL is sampled (py-spy ``--gil``).
+    """
     if pid is None or output is None or shutil.which("py-spy", path=_scripts_path()) is None:
         yield
         return
@@ -378,6 +381,8 @@ def profiled(pid: int | None, output: Path | None, rate: int = 200) -> Iterator[
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
     command += ["--threads", "--nonblocking", "--output", str(output)]
+    if gil:
+        command.append("--gil")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)  # let it attach
     try:

@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="sample the threadline kernel with py-spy during each repetition (folded stacks in DIR)",
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil)",
+    )
     parser.add_argument("--no-raw", action="store_true", help="skip the raw pyzmq ceiling")
     parser.add_argument(
         "--markdown",
@@ -64,7 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_scenario(scenario: Scenario, sizes: Sizes, profile: Path | None = None) -> dict[str, Any]:
+def run_scenario(
+    scenario: Scenario, sizes: Sizes, profile: Path | None = None, *, gil: bool = False
+) -> dict[str, Any]:
     """All repetitions of one scenario, kernels interleaved; raw values per kernel."""
     values: dict[str, list[dict[str, float]]] = {kind: [] for kind in KERNEL_NAMES}
     errors: list[str] = []
@@ -86,7 +93,7 @@ def run_scenario(scenario: Scenario, sizes: Sizes, profile: Path | None = None) 
                         if profile and kind == "threadline"
                         else None
                     )
-                    values[kind].append(_once(scenario, kind, sizes, shared, where))
+                    values[kind].append(_once(scenario, kind, sizes, shared, where, gil=gil))
                 except Exception as exc:
                     errors.append(f"{kind} rep {rep}: {exc!r}")
                     traceback.print_exc()
@@ -98,14 +105,20 @@ def run_scenario(scenario: Scenario, sizes: Sizes, profile: Path | None = None) 
 
 
 def _once(
-    scenario: Scenario, kind: str, sizes: Sizes, shared: dict[str, KernelHandle], profile: Path | None
+    scenario: Scenario,
+    kind: str,
+    sizes: Sizes,
+    shared: dict[str, KernelHandle],
+    profile: Path | None,
+    *,
+    gil: bool,
 ) -> dict[str, float]:
     if scenario.kernel == "own":
         return scenario.run(kind, sizes)
     if scenario.kernel == "fresh":
-        with running_kernel(kind) as handle, profiled(handle.pid, profile):
+        with running_kernel(kind) as handle, profiled(handle.pid, profile, gil=gil):
             return scenario.run(handle, sizes)
-    with profiled(shared[kind].pid, profile):
+    with profiled(shared[kind].pid, profile, gil=gil):
         return scenario.run(shared[kind], sizes)
 
 
@@ -221,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             if only and scenario.name not in only:
                 continue
             print(f"{scenario.name}: {scenario.title}", flush=True)
-            raw = run_scenario(scenario, sizes, args.profile)
+            raw = run_scenario(scenario, sizes, args.profile, gil=args.profile_gil)
             summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
