@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -10,6 +11,15 @@ from jupyter_client.manager import KernelManager
 from tests.kernel_helpers import TIMEOUT, execute, get_reply_reading_iopub, wait_for_iopub
 
 ROUNDS = 25
+FLUSHING_FOREVER = "print('go', flush=True)\nwhile True:\n    print('x', end='', flush=True)"
+
+
+def interrupt_once(manager: KernelManager, kc: BlockingKernelClient, code: str) -> dict[str, Any]:
+    """Run ``code`` (which prints first), interrupt it once it has printed; its reply."""
+    msg_id = kc.execute(code)
+    wait_for_iopub(kc, lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id)
+    manager.interrupt_kernel()
+    return get_reply_reading_iopub(kc, msg_id, timeout=TIMEOUT)
 
 
 def test_interrupting_a_cell_that_lives_in_kernel_code(
@@ -23,13 +33,9 @@ def test_interrupting_a_cell_that_lives_in_kernel_code(
     """
     manager, kc = kernel
     for _ in range(ROUNDS):
-        msg_id = kc.execute("print('go', flush=True)\nwhile True:\n    print('x', end='', flush=True)")
-        wait_for_iopub(
-            kc,
-            lambda m, i=msg_id: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == i,
+        reply = interrupt_once(
+            manager, kc, "print('go', flush=True)\nwhile True:\n    print('x', end='', flush=True)"
         )
-        manager.interrupt_kernel()
-        reply = get_reply_reading_iopub(kc, msg_id, timeout=TIMEOUT)
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         # The frame the interrupt landed in (the last one before the SIGINT
         # handler's own) is the cell's code or a lock-free wait, never kernel code.
@@ -66,14 +72,7 @@ def test_a_sigint_taken_by_another_thread_still_interrupts_the_main_thread(
     """
     manager, kc = kernel
     for _ in range(3):
-        msg_id = kc.execute(BLOCKED_MAIN)
-        wait_for_iopub(
-            kc,
-            lambda m, i=msg_id: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == i,
-        )
-        manager.interrupt_kernel()
-        reply = get_reply_reading_iopub(kc, msg_id, timeout=TIMEOUT)
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert interrupt_once(manager, kc, BLOCKED_MAIN)["content"]["ename"] == "KeyboardInterrupt"
     # The pokes interrupted nothing else: the next cells run to the end.
     assert execute(kc, "import time\nfor _ in range(20):\n    time.sleep(0.005)\nprint('done')").stdout == (
         "done\n"

@@ -8,7 +8,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.kernel_helpers import TIMEOUT, execute, get_reply
+from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply
 
 
 def control_request(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -132,13 +132,5 @@ def test_subshell_code_runs_with_the_usual_signal_mask(kc: BlockingKernelClient)
     subshell_id = create_subshell(kc)
     msg_id = execute_in(kc, subshell_id, probe)
     assert replies(kc, [msg_id])[msg_id]["content"]["status"] == "ok"
-    outputs = []
-    while True:
-        message = kc.get_iopub_msg(timeout=TIMEOUT)
-        if message["parent_header"].get("msg_id") != msg_id:
-            continue
-        if message["msg_type"] == "stream":
-            outputs.append(message["content"]["text"])
-        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-            break
-    assert "".join(outputs) == main_mask == "[] []\n"
+    streams = [m for m in collect_until_idle(kc, msg_id) if m["msg_type"] == "stream"]
+    assert "".join(m["content"]["text"] for m in streams) == main_mask == "[] []\n"
