@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from tests.kernel_helpers import (
     execute,
     get_input_request,
     get_reply,
+    kernel_pid,
     stop_kernel,
     wait_for_exit,
     wait_for_iopub,
@@ -239,6 +242,31 @@ def test_shutdown_flushes_output_of_the_last_cell(kernel: tuple[KernelManager, B
         kc, lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
     )
     assert text["content"]["text"] == "partial line without newline"
+    assert wait_for_exit(manager) == 0
+
+
+SIGTERM_BLOCKED_MAIN = """
+import signal, sys, threading
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("waiting", flush=True)
+sys.stdout.write("last words, not yet flushed")
+threading.Event().wait()
+"""
+
+
+def test_sigterm_taken_by_another_thread_still_shuts_down_in_order(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """SIGTERM while the main thread blocks it and waits: another thread takes it,
+    which alone wakes nothing. The kernel's signal watch pokes the main thread, its
+    handler starts the orderly shutdown, the cell is interrupted, the text still in
+    the buffers is sent, and the process exits 0 (without the watch: no exit)."""
+    manager, kc = kernel
+    msg_id = kc.execute(SIGTERM_BLOCKED_MAIN)
+    wait_for_iopub(kc, lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id)
+    os.kill(kernel_pid(manager), signal.SIGTERM)
+    last = wait_for_iopub(kc, lambda m: m["msg_type"] == "stream" and "last words" in m["content"]["text"])
+    assert last["content"]["text"] == "last words, not yet flushed"
     assert wait_for_exit(manager) == 0
 
 

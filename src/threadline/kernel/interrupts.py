@@ -37,6 +37,10 @@ timer thread or take a lock to do so -- it may have interrupted code holding
 that very lock -- so it writes a marker byte to the same socket, and the IO
 thread sends SIGINT a moment later.
 
+SIGTERM (how a process is asked to end: jupyter_client's fallback, a
+container stopping) is watched the same way, so that a kernel whose main
+thread waits still shuts down in order, sending what its threads printed.
+
 Limits: a cell that installs its own wake-up fd (asyncio's
 ``add_signal_handler``) switches the watch off until the kernel restarts; a
 main thread inside one long C call is not woken by any signal.
@@ -45,12 +49,14 @@ main thread inside one long C call is not woken by any signal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
 
 from threadline.io import IOThread
@@ -79,12 +85,23 @@ def _ignore_poke(signum: int, frame: FrameType | None) -> None:
     """The poke's handler: nothing. Its only job was to break the main thread's wait."""
 
 
+@dataclass
+class _Watch:
+    """One watched signal: its handler's runs (main thread), and the IO thread's watch."""
+
+    handler_runs: int = 0
+    active: bool = False
+    base: int = 0
+    since: float = 0.0
+    delay: float = POKE_FIRST
+
+
 class InterruptDelivery:
-    """Makes sure every SIGINT reaches the main thread's Python handler.
+    """Makes sure every SIGINT (and SIGTERM) reaches the main thread's Python handler.
 
     ``install`` runs on the main thread; ``handler_started`` and
-    ``resend_soon`` run inside the SIGINT handler (main thread, no locks); the
-    rest runs on the IO thread.
+    ``resend_soon`` run inside the signal handlers (main thread, no locks);
+    the rest runs on the IO thread.
     """
 
     def __init__(self, io: IOThread) -> None:
@@ -94,31 +111,37 @@ class InterruptDelivery:
             end.setblocking(False)
         self._main_ident = threading.main_thread().ident
         self.poke_signal = 0
-        #: Runs of the SIGINT handler: written by the main thread only.
-        self.handler_runs = 0
+        self._watches: dict[int, _Watch] = {}
         #: Pokes sent (for tests and the log).
         self.pokes = 0
-        self._watching = False
-        self._base = 0
-        self._since = 0.0
-        self._delay = POKE_FIRST
+
+    @property
+    def handler_runs(self) -> int:
+        """Runs of the SIGINT handler so far."""
+        watch = self._watches.get(signal.SIGINT)
+        return watch.handler_runs if watch is not None else 0
 
     # -- main thread ----------------------------------------------------------------
 
-    def install(self, on_sigint: Callable[[int, FrameType | None], None]) -> None:
-        """Route SIGINT to ``on_sigint`` and start the watch. Main thread only."""
+    def install(self, handlers: Mapping[int, Callable[[int, FrameType | None], None]]) -> None:
+        """Install ``handlers`` (signal number -> handler) and watch their signals.
+        Each handler must call ``handler_started`` first. Main thread only."""
         if threading.current_thread() is not threading.main_thread():
             return  # an embedded kernel: signals are the host's business
         self.poke_signal = _choose_poke_signal()
         signal.signal(self.poke_signal, _ignore_poke)
-        signal.signal(signal.SIGINT, on_sigint)
+        for signum, handler in handlers.items():
+            self._watches[signum] = _Watch()
+            signal.signal(signum, handler)
         signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         self._io.outbox.call_soon(lambda: self._io.add_reader(self._reader.fileno(), self._on_readable))
 
-    def handler_started(self) -> None:
-        """First thing in the SIGINT handler: what is waiting is being handled now."""
+    def handler_started(self, signum: int = signal.SIGINT) -> None:
+        """First thing in a watched signal's handler: what is waiting is being handled now."""
         self._drain()
-        self.handler_runs += 1
+        watch = self._watches.get(signum)
+        if watch is not None:
+            watch.handler_runs += 1
 
     def resend_soon(self) -> None:
         """From the SIGINT handler: have SIGINT sent to the main thread again shortly."""
@@ -140,28 +163,32 @@ class InterruptDelivery:
     # -- IO thread --------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        base = self.handler_runs  # before reading: see the module's docstring
+        # The counts are read before the socket: see the module's docstring.
+        bases = {signum: watch.handler_runs for signum, watch in self._watches.items()}
         received = self._drain()
         if RESEND_MARKER in received:
             self._io.call_later(RESEND_DELAY, self._resend)
-        if signal.SIGINT in received:
-            self._base, self._since, self._delay = base, time.monotonic(), POKE_FIRST
-            if not self._watching:
-                self._watching = True
-                self._io.call_later(self._delay, self._check)
+        now = time.monotonic()
+        for signum, watch in self._watches.items():
+            if signum in received:
+                watch.base, watch.since, watch.delay = bases[signum], now, POKE_FIRST
+                if not watch.active:
+                    watch.active = True
+                    self._io.call_later(watch.delay, functools.partial(self._check, signum))
 
-    def _check(self) -> None:
-        if self.handler_runs != self._base:
-            self._watching = False
+    def _check(self, signum: int) -> None:
+        watch = self._watches[signum]
+        if watch.handler_runs != watch.base:
+            watch.active = False
             return
-        if time.monotonic() - self._since >= POKE_PATIENCE:
-            self._watching = False
-            log.warning("an interrupt did not reach the main thread (it is inside a long C call?)")
+        if time.monotonic() - watch.since >= POKE_PATIENCE:
+            watch.active = False
+            log.warning("signal %d did not reach the main thread (it is inside a long C call?)", signum)
             return
         self.pokes += 1
         self._signal_main(self.poke_signal)
-        self._delay = min(2 * self._delay, POKE_LAST)
-        self._io.call_later(self._delay, self._check)
+        watch.delay = min(2 * watch.delay, POKE_LAST)
+        self._io.call_later(watch.delay, functools.partial(self._check, signum))
 
     def _resend(self) -> None:
         self._signal_main(signal.SIGINT)

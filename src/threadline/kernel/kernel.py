@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from types import FrameType
 from typing import Any, TextIO
 
 from threadline import routing
@@ -171,13 +172,16 @@ class Kernel:
             self.stderr.fallback = self.log_stream = self._captures[1].original
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
-        self.interrupts.install(self.channel.on_sigint)
+        self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
         self.shell.run_startup_files()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda signum, frame: self.request_shutdown(restart=False))
         atexit.register(self.close)
         self._watch_parent()
         return connection
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM (main thread): shut down in order, as for a shutdown_request."""
+        self.interrupts.handler_started(signum)
+        self.request_shutdown(restart=False)
 
     def _watch_parent(self) -> None:
         """Shut down if the process that launched us dies (as ipykernel does).
