@@ -49,6 +49,7 @@ from tests.kernel_helpers import (
     start_kernel_logged,
     stop_kernel,
     wait_for_exit,
+    wait_for_iopub,
 )
 from threadline.protocol import Session, Signer
 
@@ -387,12 +388,17 @@ def test_key_never_appears_in_a_debug_log(tmp_path: Path, context: zmq.Context[A
             peer.send(forged)
             _assert_answers_first(peer, TIMEOUT)
             # A client that leaves before its reply: the reply is unroutable (a DEBUG line).
-            # The cell's pause only gives ZeroMQ time to see the peer go; kc's execute
-            # below is answered after that reply was attempted (one shell, in order).
+            # The peer goes once its request runs (kc sees its execute_input), so kc's
+            # execute below is queued behind it on the one shell: the unroutable reply
+            # is attempted first. The cell's pause gives ZeroMQ time to see the peer go.
             pause = "import time; time.sleep(1)"  # in the kernel (noqa: sleep-ok)
-            peer.request("execute_request", {"code": pause})
+            pause_id = peer.request("execute_request", {"code": pause})
+            wait_for_iopub(
+                kc,
+                lambda m: m["msg_type"] == "execute_input" and m["parent_header"].get("msg_id") == pause_id,
+            )
         finally:
-            peer.socket.close(linger=2000)  # deliver the request, then go
+            peer.close()
         execute(kc, "pass")
         kc.shutdown()
         assert wait_for_exit(manager) == 0
