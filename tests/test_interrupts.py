@@ -11,6 +11,8 @@ from jupyter_client.manager import KernelManager
 from tests.kernel_helpers import TIMEOUT, execute, get_reply_reading_iopub, wait_for_iopub
 
 ROUNDS = 25
+#: Sleeps in the kernel, to show a poke's EINTR does not cut a sleep short.
+SLEEPING_CELL = "import time\nfor _ in range(20):\n    time.sleep(0.005)  # noqa: sleep-ok\nprint('done')"
 FLUSHING_FOREVER = "print('go', flush=True)\nwhile True:\n    print('x', end='', flush=True)"
 
 
@@ -74,7 +76,5 @@ def test_a_sigint_taken_by_another_thread_still_interrupts_the_main_thread(
     for _ in range(3):
         assert interrupt_once(manager, kc, BLOCKED_MAIN)["content"]["ename"] == "KeyboardInterrupt"
     # The pokes interrupted nothing else: the next cells run to the end.
-    assert execute(kc, "import time\nfor _ in range(20):\n    time.sleep(0.005)\nprint('done')").stdout == (
-        "done\n"
-    )
+    assert execute(kc, SLEEPING_CELL).stdout == "done\n"
     assert execute(kc, "print('alive')").stdout == "alive\n"

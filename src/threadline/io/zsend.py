@@ -99,8 +99,11 @@ def _bytes_data_offset() -> int | None:
     return offset
 
 
+_DATA_OFFSET = _bytes_data_offset()
+
+
 def _load_zmq_sendiov() -> Callable[..., int] | None:
-    if _C_SEND is None or _bytes_data_offset() is None:
+    if _C_SEND is None or _DATA_OFFSET is None:
         return None
     try:
         from zmq.backend.cython import _zmq
@@ -116,7 +119,6 @@ def _load_zmq_sendiov() -> Callable[..., int] | None:
 
 
 _C_SENDIOV = _load_zmq_sendiov()
-_DATA_OFFSET = _bytes_data_offset() or 0
 #: struct iovec { void *iov_base; size_t iov_len; }, native layout, n of them.
 _PACK_IOVECS = [struct.Struct("PN" * n).pack for n in range(_MAX_IOV_FRAMES + 1)]
 
@@ -161,11 +163,12 @@ class FrameSender:
         """
         sendiov = self._sendiov
         if sendiov is not None and len(frames) <= _MAX_IOV_FRAMES:
+            offset = _DATA_OFFSET or 0  # set whenever sendiov is
             fields: list[int] = []
             for frame in frames:
                 if type(frame) is not bytes:
                     break  # a user's buffer: frame by frame, below
-                fields.append(id(frame) + _DATA_OFFSET)
+                fields.append(id(frame) + offset)
                 fields.append(len(frame))
             else:
                 # ``frames`` keeps every frame alive for the duration of the call.

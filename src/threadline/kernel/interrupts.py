@@ -112,14 +112,8 @@ class InterruptDelivery:
         self._main_ident = threading.main_thread().ident
         self.poke_signal = 0
         self._watches: dict[int, _Watch] = {}
-        #: Pokes sent (for tests and the log).
+        #: Pokes sent, for diagnosis (``get_ipython().kernel.interrupts.pokes``).
         self.pokes = 0
-
-    @property
-    def handler_runs(self) -> int:
-        """Runs of the SIGINT handler so far."""
-        watch = self._watches.get(signal.SIGINT)
-        return watch.handler_runs if watch is not None else 0
 
     # -- main thread ----------------------------------------------------------------
 

@@ -45,7 +45,6 @@ Frame = bytes | bytearray | memoryview
 DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 _EMPTY_DICT = b"{}"
-
 _dumps = orjson.dumps
 
 

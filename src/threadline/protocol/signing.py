@@ -60,12 +60,11 @@ class Signer:
         """The hex signature of ``parts`` (the four JSON frames), or b"" without a key."""
         if self._prototype is None:
             return b""
-        mac = self._prototype.copy()
         if sum(map(len, parts)) <= JOIN_LIMIT:
-            mac.update(b"".join(parts))  # one call through hmac's Python wrapper, not four
-        else:
-            for part in parts:  # large: do not copy the content just to sign it
-                mac.update(part)
+            return self.sign_joined(b"".join(parts))  # one update through hmac's wrapper, not four
+        mac = self._prototype.copy()
+        for part in parts:  # large: do not copy the content just to sign it
+            mac.update(part)
         return mac.hexdigest().encode("ascii")
 
     def sign_joined(self, joined: bytes) -> bytes:
