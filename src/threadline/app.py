@@ -75,12 +75,18 @@ def configure_logging(stream: TextIO, level: str) -> None:
     logger.propagate = False
 
 
-def launch(args: argparse.Namespace) -> int:
+def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
+    """Start a kernel; ``ipython_options`` are the IPython-style options (threadline.compat)."""
+    from traitlets import TraitError
+
+    from threadline import compat
     from threadline.kernel.kernel import Kernel, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
-    if args.connection_file:
-        path = Path(args.connection_file)
+    config, notes = compat.configure(ipython_options, connection_file=args.connection_file)
+    connection_file = args.connection_file or config.connection_file or None
+    if connection_file:
+        path = Path(connection_file)
         try:
             connection = ConnectionInfo.from_json(path.read_bytes())
         except OSError as exc:
@@ -94,7 +100,17 @@ def launch(args: argparse.Namespace) -> int:
 
         from jupyter_core.paths import jupyter_runtime_dir
 
-        connection = ConnectionInfo(ip=args.ip, key=secrets.token_hex(32), kernel_name=KERNEL_NAME)
+        connection = ConnectionInfo(
+            ip=args.ip or config.ip or "127.0.0.1",
+            transport=config.transport,
+            key=secrets.token_hex(32),
+            kernel_name=KERNEL_NAME,
+            shell_port=config.shell_port,
+            iopub_port=config.iopub_port,
+            stdin_port=config.stdin_port,
+            control_port=config.control_port,
+            hb_port=config.hb_port,
+        )
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -102,29 +118,42 @@ def launch(args: argparse.Namespace) -> int:
             connection,
             allow_empty_key=args.allow_empty_key,
             max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd,
+            capture_fd=not args.no_capture_fd and config.capture_fd_output,
             comm_handling=args.comm_handling,
+            shell_class=compat.ZMQInteractiveShell,
+            shell_options=config.shell_options(),
         )
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    except TraitError as exc:
+        print(f"threadline: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    compat.attach(kernel, str(path.resolve()))
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
-    if not args.connection_file:
+    for note in notes:
+        logging.getLogger("threadline.config").warning("%s", note)
+    if not connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
+    config.run_startup(kernel.shell)
     return kernel.run()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. Without ``with_commands``: only the kernel's own options (for
+    ``parse_known_args``: every other word is an IPython-style option, see threadline.compat)."""
     parser = argparse.ArgumentParser(
         prog="threadline",
         description="A Jupyter kernel for Python in which every thread can print, display, "
-        "read input and drive widgets.",
+        "read input and drive widgets. IPython-style options (--Class.trait=value, --profile, "
+        "--matplotlib...) are accepted too; unknown ones are logged and ignored.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
-    parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument("--ip", help="address to bind when no connection file is given (127.0.0.1)")
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
@@ -146,7 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="handle comm messages as they arrive, even while a cell runs (concurrent), "
         "or only between cells (serial)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    if not with_commands:
+        return parser
     sub = parser.add_subparsers(dest="command")
     installer = sub.add_parser("install", help="install the 'threadline' kernelspec")
     where = installer.add_mutually_exclusive_group()
@@ -159,10 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] != ["install"] and not {"-h", "--help", "--version"} & set(words):
+        # Launching a kernel: what is not ours goes to the IPython-style parser.
+        args, ipython_options = build_parser(with_commands=False).parse_known_args(words)
+        return launch(args, ipython_options)
+    args = build_parser().parse_args(words)
     if args.command == "install":
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
         print(f"Installed kernelspec {args.name} in {destination}")
         return 0
-    return launch(args)
+    return launch(args, [])

@@ -80,6 +80,8 @@ class Kernel:
         shutdown_timeout: float = 3.0,
         capture_fd: bool = True,
         comm_handling: str = "concurrent",
+        shell_class: type[ThreadlineShell] = ThreadlineShell,
+        shell_options: dict[str, Any] | None = None,
     ) -> None:
         if not connection.key and not allow_empty_key:
             raise KernelConfigError(
@@ -123,7 +125,7 @@ class Kernel:
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
-        self.shell = ThreadlineShell.create(self.link)
+        self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
@@ -173,7 +175,6 @@ class Kernel:
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
-        self.shell.run_startup_files()
         atexit.register(self.close)
         self._watch_parent()
         return connection
