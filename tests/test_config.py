@@ -213,21 +213,21 @@ def test_startup_errors_go_to_the_log_not_to_the_first_cell(
     assert "ZeroDivisionError" in log_path.read_text()
 
 
-def test_nbclient_runs_a_notebook_with_threadline_as_python3(tmp_path: Path) -> None:
+def test_nbclient_runs_a_notebook_with_threadline_as_python3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """nbclient passes --HistoryManager.hist_file=:memory: to any kernel named python3."""
-    kernels = tmp_path / "kernels"
-    (kernels / "python3").mkdir(parents=True)
-    (kernels / "python3" / "kernel.json").write_text(json.dumps(kernel_spec()))
-    manager = KernelManager(
-        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)])
-    )
-    assert manager.ipykernel  # what makes nbclient add its history argument
+    data = tmp_path / "data"
+    (data / "kernels" / "python3").mkdir(parents=True)
+    (data / "kernels" / "python3" / "kernel.json").write_text(json.dumps(kernel_spec()))
+    monkeypatch.setenv("JUPYTER_PATH", f"{data}{os.pathsep}{os.environ['JUPYTER_PATH']}")
+    assert KernelManager(kernel_name="python3").ipykernel  # what makes nbclient add its argument
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
-        nbformat.v4.new_code_cell("import sys\nprint(type(get_ipython()).__name__)"),
+        nbformat.v4.new_code_cell("print(type(get_ipython()).__name__)"),
         nbformat.v4.new_code_cell("print(get_ipython().history_manager.hist_file)"),
     ]
-    NotebookClient(notebook, km=manager, kernel_name="python3", timeout=60).execute()
+    NotebookClient(notebook, kernel_name="python3", timeout=60).execute()
     outputs = [cell.outputs[0]["text"].strip() for cell in notebook.cells]
     assert outputs == ["ZMQInteractiveShell", ":memory:"]
 
