@@ -7,15 +7,17 @@ threadline --version
 
 from __future__ import annotations
 
+# Only what launching needs before the sockets are bound (kernel/boot.py):
+# the rest is imported where it is used.
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import TextIO
+import time
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from threadline import __version__
 
@@ -25,6 +27,8 @@ DISPLAY_NAME = "Python 3 (threadline)"
 
 def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
+    import importlib.util
+
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
@@ -40,6 +44,10 @@ def install(
     *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
 ) -> str:
     """Write the kernelspec through jupyter_client; returns where it went."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = kernel_spec()
@@ -76,17 +84,20 @@ def configure_logging(stream: TextIO, level: str) -> None:
 
 
 def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
-    """Start a kernel; ``ipython_options`` are the IPython-style options (threadline.compat)."""
-    from traitlets import TraitError
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py).
 
-    from threadline import compat
-    from threadline.kernel.kernel import Kernel, KernelConfigError
+    ``ipython_options`` are the IPython-style options (``--Class.trait=value``,
+    ``--profile``...), applied with the profile's config files by
+    ``threadline.compat`` once IPython is imported.
+    """
+    entered = time.perf_counter()
+    from pathlib import Path
+
+    from threadline.kernel.boot import Boot, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
-    config, notes = compat.configure(ipython_options, connection_file=args.connection_file)
-    connection_file = args.connection_file or config.connection_file or None
-    if connection_file:
-        path = Path(connection_file)
+    if args.connection_file:
+        path = Path(args.connection_file)
         try:
             connection = ConnectionInfo.from_json(path.read_bytes())
         except OSError as exc:
@@ -101,31 +112,35 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
         from jupyter_core.paths import jupyter_runtime_dir
 
         connection = ConnectionInfo(
-            ip=args.ip or config.ip or "127.0.0.1",
-            transport=config.transport,
-            key=secrets.token_hex(32),
-            kernel_name=KERNEL_NAME,
-            shell_port=config.shell_port,
-            iopub_port=config.iopub_port,
-            stdin_port=config.stdin_port,
-            control_port=config.control_port,
-            hb_port=config.hb_port,
-        )
+            ip=args.ip, transport=args.transport, key=secrets.token_hex(32), kernel_name=KERNEL_NAME
+        ).with_ports({channel: getattr(args, channel) for channel in CHANNEL_OPTIONS})
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kernel = Kernel(
-            connection,
-            allow_empty_key=args.allow_empty_key,
-            max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd and config.capture_fd_output,
-            comm_handling=args.comm_handling,
-            shell_class=compat.ZMQInteractiveShell,
-            shell_options=config.shell_options(),
-        )
+        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    boot.mark("main", entered)
+    boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
+
+    # IPython: the slow part of the start-up
+    from traitlets import TraitError
+
+    from threadline import compat
+    from threadline.kernel.kernel import Kernel
+
+    config, notes = compat.configure(ipython_options, connection_file=str(path.resolve()))
+    boot.mark("imports_done")
+    try:
+        kernel = Kernel(
+            connection,
+            capture_fd=not args.no_capture_fd and config.capture_fd_output,
+            comm_handling=args.comm_handling,
+            boot=boot,
+            shell_class=compat.ZMQInteractiveShell,
+            shell_options=config.shell_options(),
+        )
     except TraitError as exc:
         print(f"threadline: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -134,11 +149,15 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
     configure_logging(kernel.log_stream, args.log_level)
     for note in notes:
         logging.getLogger("threadline.config").warning("%s", note)
-    if not connection_file:
+    if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
     config.run_startup(kernel.shell)
     return kernel.run()
+
+
+#: ipykernel's port options (used when no connection file is given): option -> channel.
+CHANNEL_OPTIONS = ("shell", "iopub", "stdin", "control", "hb")
 
 
 def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
@@ -153,7 +172,12 @@ def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
-    parser.add_argument("--ip", help="address to bind when no connection file is given (127.0.0.1)")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument(
+        "--transport", default="tcp", type=str.lower, choices=["tcp", "ipc"], help="without a connection file"
+    )
+    for channel in CHANNEL_OPTIONS:
+        parser.add_argument(f"--{channel}", type=int, default=0, help=f"{channel} port (no connection file)")
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
