@@ -34,7 +34,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from threadline import routing
-from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
+from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender, curve_problem
 from threadline.kernel import requests
 from threadline.kernel.comms import install_comms
 from threadline.kernel.debugger import Debugger
@@ -86,6 +86,9 @@ class Kernel:
                 "the connection file has an empty key: messages would not be authenticated. "
                 "Pass --allow-empty-key to run without message signing."
             )
+        encryption_problem = curve_problem(connection)  # never run in plain text when asked not to
+        if encryption_problem is not None:
+            raise KernelConfigError(encryption_problem)
         self.session = Session(
             connection.key.encode(),
             connection.signature_scheme,
