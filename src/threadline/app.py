@@ -105,6 +105,12 @@ def launch(args: argparse.Namespace) -> int:
         except LocalProtocolError as exc:
             print(f"threadline: {path}: {exc}", file=sys.stderr)
             return 2
+        if args.encrypt and not connection.encrypted:
+            print(
+                "threadline: --encrypt is for a kernel that writes its own connection file; with -f "
+                "the keys come from the file (a kernel manager's transport_encryption). Ignored.",
+                file=sys.stderr,
+            )
     else:
         import secrets
 
