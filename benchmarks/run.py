@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import harness, raw_zmq
+from benchmarks import encryption, harness, raw_zmq
 from benchmarks.harness import KERNEL_NAMES, KernelHandle, median, profiled, running_kernel
 from benchmarks.scenarios import SCENARIOS, Scenario, Sizes
 
@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=[s.name for s in SCENARIOS] + ["raw"],
-        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling",
+        choices=[s.name for s in SCENARIOS] + ["raw", "encryption"],
+        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling, "
+        "'encryption' CurveZMQ's cost (benchmarks/encryption.py)",
     )
     parser.add_argument("--reps", type=int, help="repetitions per kernel (default 3; --quick 2)")
     parser.add_argument("--flood-mb", type=float, help="size of the output flood (default 200 MB)")
@@ -200,6 +201,8 @@ def markdown(report: dict[str, Any]) -> str:
             ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
             metric = f"{row['metric']} ({row['unit']}, {row['better']} is better)"
             lines.append(f"| {name} | {metric} | {cells[0]} | {cells[1]} | {ratio} |")
+    if report.get("encryption"):
+        lines += ["", encryption.markdown(report["encryption"])]
     ceiling = report.get("raw_ceiling")
     if ceiling:
         lines += ["", "| raw pyzmq ceiling | value |", "|---|---|"]
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     summaries: dict[str, Any] = {}
     ceiling: dict[str, float] | None = None
+    encrypted: dict[str, Any] | None = None
     try:
         if not args.no_raw and (not only or "raw" in only):
             print("raw pyzmq ceiling ...", flush=True)
@@ -236,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario.name}: {scenario.title}", flush=True)
             raw = run_scenario(scenario, sizes, args.profile, gil=args.profile_gil)
             summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw)}
+        if not only or "encryption" in only:
+            print("encryption: comms and round trips, plain and CurveZMQ", flush=True)
+            encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print_table(summaries, ceiling)
+    if encrypted is not None:
+        encryption.print_table(encrypted)
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
         "duration_s": time.time() - started,
@@ -253,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": vars(sizes),
         "raw_ceiling": ceiling,
         "scenarios": summaries,
+        "encryption": encrypted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
     print(f"\nwrote {args.out} (load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f})")
     failed = any(summary["errors"] for summary in summaries.values())
+    failed = failed or bool(encrypted and encrypted["errors"])
     return 1 if failed else 0
 
 
