@@ -51,8 +51,9 @@ from threadline.protocol import (
     reply_type,
 )
 from threadline.routing import Parent
+from threadline.shell.children import ChildOutput
 from threadline.shell.display import KernelLink
-from threadline.shell.fdcapture import FdCapture
+from threadline.shell.fdcapture import FdCapture, default_faulthandler_to
 from threadline.shell.interactive import ThreadlineShell
 from threadline.shell.streams import OutStream
 from threadline.shell.widgets import install_output_capture
@@ -62,6 +63,16 @@ log = logging.getLogger("threadline.kernel")
 
 #: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
 FIRST_SUBSCRIBER_WAIT = 2.0
+
+
+def _put_working_directory_on_path() -> None:
+    """``''`` on ``sys.path``, where IPython puts it (before site-packages), so a module
+    in the working directory (also after ``%cd``) imports. Not under ``python -P``."""
+    if "" in sys.path or sys.flags.safe_path:
+        return
+    packages = ("site-packages", "dist-packages")
+    index = next((i for i, path in enumerate(sys.path) if os.path.basename(path) in packages), 0)
+    sys.path.insert(index, "")
 
 
 class KernelConfigError(ValueError):
@@ -123,6 +134,7 @@ class Kernel:
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
+        self.children = ChildOutput(self.sender, (self.stdout, self.stderr))
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
@@ -173,6 +185,12 @@ class Kernel:
             self._captures = [FdCapture(1, self.stdout), FdCapture(2, self.stderr)]
             self.stdout.fallback = self._captures[0].original
             self.stderr.fallback = self.log_stream = self._captures[1].original
+            self.stdout.fd, self.stderr.fd = 1, 2  # fileno(): what a subprocess or faulthandler writes to
+        # A fatal error's traceback would die with the capture pipe's reader: the log keeps it.
+        default_faulthandler_to(self.log_stream)
+        self.children.start()
+        os.register_at_fork(after_in_child=self._forget_in_child)
+        _put_working_directory_on_path()
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
@@ -180,6 +198,22 @@ class Kernel:
         atexit.register(self.close)
         self._watch_parent()
         return connection
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
+
+        The child's stdout and stderr go to ``self.children`` (see
+        ``threadline.shell.children``); anything else it tries to send is refused.
+        """
+        self._closed = True
+        self.io.outbox.forget_after_fork()
+        # The signal handlers and the wake-up fd are the kernel's too: a signal
+        # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
+        # wake-up socket, which the kernel would take for its own signal.
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM (main thread): shut down in order, as for a shutdown_request."""
@@ -250,6 +284,7 @@ class Kernel:
             if self._closed:
                 return
             self._closed = True
+        self.children.close()
         for capture in self._captures:
             capture.close()
         self.stdout.flush_all()
@@ -461,5 +496,6 @@ class Kernel:
     def _flush_parent(self, parent: Parent | None) -> None:
         for capture in self._captures:
             capture.sync()
+        self.children.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)
