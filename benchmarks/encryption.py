@@ -26,6 +26,9 @@ from typing import Any
 from benchmarks.harness import KernelHandle, median
 from benchmarks.scenarios import Sizes, run_comms, run_roundtrip
 
+#: The kernels this needs (both can encrypt; ``harness.ENCRYPTING``).
+KINDS = frozenset({"threadline", "ipykernel"})
+
 CONFIGS: tuple[tuple[str, bool], ...] = (
     ("threadline", False),
     ("threadline", True),

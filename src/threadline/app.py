@@ -13,15 +13,17 @@ about to talk in plain text beyond this host says so at start, and what to do.
 
 from __future__ import annotations
 
+# Only what launching needs before the sockets are bound (kernel/boot.py):
+# the rest is imported where it is used.
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import TextIO
+import time
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from threadline import __version__
 
@@ -31,6 +33,8 @@ DISPLAY_NAME = "Python 3 (threadline)"
 
 def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
+    import importlib.util
+
     from threadline.io import curve_available
 
     metadata: dict[str, object] = {
@@ -56,6 +60,10 @@ def install(
     *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
 ) -> str:
     """Write the kernelspec through jupyter_client; returns where it went."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = kernel_spec()
@@ -92,7 +100,11 @@ def configure_logging(stream: TextIO, level: str) -> None:
 
 
 def launch(args: argparse.Namespace) -> int:
-    from threadline.kernel.kernel import Kernel, KernelConfigError
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py)."""
+    entered = time.perf_counter()
+    from pathlib import Path
+
+    from threadline.kernel.boot import Boot, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
     if args.connection_file:
@@ -118,11 +130,9 @@ def launch(args: argparse.Namespace) -> int:
 
         public_key = secret_key = None
         if args.encrypt:
-            from threadline.io import curve_available, new_key_pair
+            from threadline.io.curve import CURVE_UNAVAILABLE_REASON, new_key_pair
 
-            if not curve_available():
-                from threadline.io.curve import CURVE_UNAVAILABLE_REASON
-
+            if CURVE_UNAVAILABLE_REASON is not None:
                 print(f"threadline: cannot --encrypt: {CURVE_UNAVAILABLE_REASON}", file=sys.stderr)
                 return 2
             public_key, secret_key = new_key_pair()
@@ -136,16 +146,22 @@ def launch(args: argparse.Namespace) -> int:
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kernel = Kernel(
-            connection,
-            allow_empty_key=args.allow_empty_key,
-            max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd,
-            comm_handling=args.comm_handling,
-        )
+        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    boot.mark("main", entered)
+    boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
+
+    from threadline.kernel.kernel import Kernel  # IPython: the slow part of the start-up
+
+    boot.mark("imports_done")
+    kernel = Kernel(
+        connection,
+        capture_fd=not args.no_capture_fd,
+        comm_handling=args.comm_handling,
+        boot=boot,
+    )
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
     log = logging.getLogger("threadline.app")

@@ -32,7 +32,6 @@ which writes the connection file itself, carries them.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -226,6 +225,8 @@ def _is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``; an unresolved host name counts as exposed."""
     if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
         return True
+    import ipaddress  # here, not at the top: only needed once the kernel is serving
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
