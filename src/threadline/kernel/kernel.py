@@ -51,6 +51,7 @@ from threadline.protocol import (
     reply_type,
 )
 from threadline.routing import Parent
+from threadline.shell import pdb_prompt
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture
 from threadline.shell.interactive import ThreadlineShell
@@ -172,6 +173,7 @@ class Kernel:
             self.stderr.fallback = self.log_stream = self._captures[1].original
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
+        pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
         self.shell.run_startup_files()
         atexit.register(self.close)
