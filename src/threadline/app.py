@@ -7,15 +7,17 @@ threadline --version
 
 from __future__ import annotations
 
+# Only what launching needs before the sockets are bound (kernel/boot.py):
+# the rest is imported where it is used.
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import TextIO
+import time
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from threadline import __version__
 
@@ -25,6 +27,8 @@ DISPLAY_NAME = "Python 3 (threadline)"
 
 def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
+    import importlib.util
+
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
@@ -40,6 +44,10 @@ def install(
     *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
 ) -> str:
     """Write the kernelspec through jupyter_client; returns where it went."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = kernel_spec()
@@ -76,7 +84,11 @@ def configure_logging(stream: TextIO, level: str) -> None:
 
 
 def launch(args: argparse.Namespace) -> int:
-    from threadline.kernel.kernel import Kernel, KernelConfigError
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py)."""
+    entered = time.perf_counter()
+    from pathlib import Path
+
+    from threadline.kernel.boot import Boot, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
     if args.connection_file:
@@ -98,16 +110,22 @@ def launch(args: argparse.Namespace) -> int:
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kernel = Kernel(
-            connection,
-            allow_empty_key=args.allow_empty_key,
-            max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd,
-            comm_handling=args.comm_handling,
-        )
+        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    boot.mark("main", entered)
+    boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
+
+    from threadline.kernel.kernel import Kernel  # IPython: the slow part of the start-up
+
+    boot.mark("imports_done")
+    kernel = Kernel(
+        connection,
+        capture_fd=not args.no_capture_fd,
+        comm_handling=args.comm_handling,
+        boot=boot,
+    )
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
     if not args.connection_file:

@@ -203,6 +203,19 @@ class IOThread:
         self._readers[fd] = on_readable
         self._poller.register(fd, zmq.POLLIN)
 
+    def replace_handlers(
+        self,
+        dispatch: Dispatcher,
+        *,
+        on_subscribe: Callable[[bytes], None] | None,
+        on_fatal: Callable[[BaseException], None] | None,
+    ) -> None:
+        """Hand incoming messages, subscriptions and a fatal error to new handlers
+        from now on (the kernel taking over from its boot). IO thread only."""
+        if not self.is_io_thread():
+            raise IOThreadError("replace_handlers() is for the IO thread; use outbox.call_soon()")
+        self._dispatch, self._on_subscribe, self._on_fatal = dispatch, on_subscribe, on_fatal
+
     def receive_now(self, channel: str) -> None:
         """Read and dispatch everything ``channel`` holds right now. IO thread only."""
         if not self.is_io_thread():
