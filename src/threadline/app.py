@@ -2,7 +2,13 @@
 
 threadline install [--user | --sys-prefix | --prefix PATH]
 python -m threadline -f CONNECTION_FILE       (what the kernelspec runs)
+threadline [--ip ADDRESS] [--encrypt]         (writes its own connection file)
 threadline --version
+
+The kernelspec declares CurveZMQ transport encryption (``"supported_encryption":
+["curve"]``) where this pyzmq's libzmq can do it; a kernel manager then writes
+the key pair into the connection file (see ``threadline.io.curve``). A kernel
+about to talk in plain text beyond this host says so at start, and what to do.
 """
 
 from __future__ import annotations
@@ -29,14 +35,24 @@ def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
     import importlib.util
 
+    from threadline.io import curve_available
+
+    metadata: dict[str, object] = {
+        # JupyterLab enables its debugger for a kernel only when its spec says so.
+        "debugger": importlib.util.find_spec("debugpy") is not None,
+    }
+    if curve_available():
+        # jupyter_client >= 8.9 provisions CurveZMQ keys only for a kernel that
+        # says it can use them (transport_encryption "auto"; "required" refuses
+        # any other). Declared only where this libzmq can encrypt.
+        metadata["supported_encryption"] = ["curve"]
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "python",
         "interrupt_mode": "signal",
         "env": {},
-        # JupyterLab enables its debugger for a kernel only when its spec says so.
-        "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None},
+        "metadata": metadata,
     }
 
 
@@ -101,12 +117,32 @@ def launch(args: argparse.Namespace) -> int:
         except LocalProtocolError as exc:
             print(f"threadline: {path}: {exc}", file=sys.stderr)
             return 2
+        if args.encrypt and not connection.encrypted:
+            print(
+                "threadline: --encrypt is for a kernel that writes its own connection file; with -f "
+                "the keys come from the file (a kernel manager's transport_encryption). Ignored.",
+                file=sys.stderr,
+            )
     else:
         import secrets
 
         from jupyter_core.paths import jupyter_runtime_dir
 
-        connection = ConnectionInfo(ip=args.ip, key=secrets.token_hex(32), kernel_name=KERNEL_NAME)
+        public_key = secret_key = None
+        if args.encrypt:
+            from threadline.io.curve import CURVE_UNAVAILABLE_REASON, new_key_pair
+
+            if CURVE_UNAVAILABLE_REASON is not None:
+                print(f"threadline: cannot --encrypt: {CURVE_UNAVAILABLE_REASON}", file=sys.stderr)
+                return 2
+            public_key, secret_key = new_key_pair()
+        connection = ConnectionInfo(
+            ip=args.ip,
+            key=secrets.token_hex(32),
+            kernel_name=KERNEL_NAME,
+            curve_publickey=public_key,
+            curve_secretkey=secret_key,
+        )
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -128,6 +164,12 @@ def launch(args: argparse.Namespace) -> int:
     )
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
+    log = logging.getLogger("threadline.app")
+    exposure = bound.exposure_warning()
+    if exposure is not None:
+        log.warning("%s", exposure)
+    if bound.encrypted:
+        log.info("transport encryption: every socket is a CurveZMQ server")
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
@@ -143,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
     parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="when no connection file is given: make a CurveZMQ key pair, encrypt every socket "
+        "with it, and write it into the connection file (for clients with jupyter_client >= 8.9)",
+    )
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
@@ -182,5 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
         print(f"Installed kernelspec {args.name} in {destination}")
+        from threadline.io.curve import CURVE_UNAVAILABLE_REASON
+
+        if CURVE_UNAVAILABLE_REASON is not None:
+            print(
+                "The kernelspec does not declare transport encryption (supported_encryption): "
+                f"{CURVE_UNAVAILABLE_REASON}. A manager with transport_encryption='required' will "
+                "refuse to start it.",
+                file=sys.stderr,
+            )
         return 0
     return launch(args)
