@@ -52,6 +52,7 @@ from threadline.protocol import (
     error_content,
 )
 from threadline.routing import Parent
+from threadline.shell import pdb_prompt
 from threadline.shell.children import ChildOutput
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture, default_faulthandler_to
@@ -179,6 +180,7 @@ class Kernel:
         _put_working_directory_on_path()
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
+        pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
         atexit.register(self.close)
         self._watch_parent()
