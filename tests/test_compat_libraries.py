@@ -99,6 +99,9 @@ def test_tqdm_auto_draws_a_widget(
     ours, _ = run_in_both(threadline_kernel, ipykernel_kernel, code)
     assert "FloatProgressModel" in models(ours)
     assert ours.stderr == ""  # no text bar
+    # What tqdm looked at: threadline's shell module, under the name tqdm knows.
+    seen = execute(threadline_kernel, "import sys\nprint(sys.modules['ipykernel.zmqshell'].__name__)")
+    assert seen.stdout == "threadline.compat.zmqshell\n"
 
 
 def test_rich_renders_html(
