@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import zmq
@@ -12,6 +13,7 @@ from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
 from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply
+from threadline.protocol import CHANNELS
 
 
 def _request(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -227,6 +229,25 @@ def test_kernel_info_on_control(kc: BlockingKernelClient) -> None:
     kc.control_channel.send(message)
     reply = get_reply(kc, message["header"]["msg_id"], channel="control")
     _check_kernel_info(reply)
+
+
+def test_connect_request_names_the_bound_ports(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    manager, kc = kernel
+    reply = _request(kc, "connect_request", {})
+    assert reply["msg_type"] == "connect_reply"
+    ports = {f"{c}_port": manager.get_connection_info()[f"{c}_port"] for c in CHANNELS}
+    assert reply["content"] == {"status": "ok", **ports}
+
+
+def test_execute_reply_metadata_says_when_it_started(kc: BlockingKernelClient) -> None:
+    """JupyterLab records ``metadata.started`` as the cell's execution start, as ipykernel sends it."""
+    before = datetime.now(UTC)
+    metadata = execute(kc, "1").reply["metadata"]
+    started = datetime.fromisoformat(metadata["started"])
+    assert metadata["started"].endswith("Z") and metadata["status"] == "ok"
+    assert before - timedelta(seconds=1) <= started <= datetime.now(UTC)
 
 
 def test_kernel_info_on_control_while_a_cell_runs(kc: BlockingKernelClient) -> None:

@@ -326,15 +326,14 @@ class Kernel:
         if subshell_id is not None:
             target = self.subshells.get(subshell_id)
             if target is None:
-                self._answer_at_once(
-                    "shell",
-                    message,
-                    error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}"),
-                )
+                self._answer_at_once("shell", message, requests.unknown_subshell(subshell_id))
                 return
             target.post_request(message)
         elif is_comm:
             self.comm_worker.channel.post_request(message)
+        elif message.msg_type == "connect_request":
+            # Needs no shell state, only the ports the IO thread bound.
+            self._answer_at_once("shell", message, requests.connect(self.io.connection))
         elif message.msg_type == "kernel_info_request" and self.channel.idle:
             # Nothing is queued or running on the main shell, so answering here,
             # as control requests are, keeps the order and saves two thread hops.
@@ -374,7 +373,9 @@ class Kernel:
         elif kind == "delete_subshell_request":
             subshell_id = content.get("subshell_id")
             if not isinstance(subshell_id, str) or not self.subshells.delete(subshell_id):
-                reply = error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+                reply = requests.unknown_subshell(subshell_id)
+        elif kind == "connect_request":
+            reply = requests.connect(self.io.connection)
         elif kind == "list_subshell_request":
             reply["subshell_id"] = self.subshells.ids()
         else:

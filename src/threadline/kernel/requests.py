@@ -15,7 +15,7 @@ from IPython.utils.tokenutil import token_at_cursor
 
 from threadline import __version__
 from threadline.kernel.debugger import debugpy_available
-from threadline.protocol import PROTOCOL_VERSION
+from threadline.protocol import CHANNELS, PROTOCOL_VERSION, ConnectionInfo, error_content
 from threadline.shell.interactive import ThreadlineShell
 
 HELP_LINKS = [
@@ -67,6 +67,17 @@ def _ipython_version() -> str:
     import IPython
 
     return str(IPython.__version__)
+
+
+def connect(connection: ConnectionInfo) -> dict[str, Any]:
+    """The connect_reply content: the ports the kernel listens on (deprecated
+    in the protocol, still answered by ipykernel)."""
+    return {"status": "ok", **{f"{channel}_port": connection.port(channel) for channel in CHANNELS}}
+
+
+def unknown_subshell(subshell_id: object) -> dict[str, Any]:
+    """The error reply to a request for a subshell that does not exist, named as ipykernel names it."""
+    return error_content("UnknownSubshellError", f"Unknown subshell_id {subshell_id!r}")
 
 
 def complete(shell: ThreadlineShell, content: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Final
 
@@ -208,6 +209,7 @@ class ShellChannel:
     async def _execute(self, message: Message, parent: Parent) -> None:
         shell = self.shell
         content = message.content
+        started = _utc_now()
         code = content.get("code", "")
         if not isinstance(code, str):
             self._reply(
@@ -270,7 +272,7 @@ class ShellChannel:
             self._aborting = True
             self._request_abort_marker(self)
         self._flush_streams(parent)
-        self._reply(message, reply)
+        self._reply(message, reply, started=started)
         if shell.exit_now:
             shell.exit_now = False
             # The front end acts on the ask_exit payload first: jupyter console reads
@@ -356,15 +358,25 @@ class ShellChannel:
     def _status(self, state: str, parent: Parent) -> None:
         self.sender.publish("status", {"execution_state": state}, parent=parent.header_json)
 
-    def _reply(self, message: Message, content: dict[str, Any]) -> None:
+    def _reply(self, message: Message, content: dict[str, Any], *, started: str | None = None) -> None:
+        metadata = {"status": content.get("status", "ok")}
+        if started is not None:
+            # When the execution began: JupyterLab records it as the cell's
+            # ``shell.execute_reply.started`` timing, as ipykernel sends it.
+            metadata["started"] = started
         self.sender.send(
             "shell",
             reply_type(message.msg_type),
             content,
             parent=message.parent_part,
             identities=message.identities,
-            metadata={"status": content.get("status", "ok")},
+            metadata=metadata,
         )
+
+
+def _utc_now() -> str:
+    """Now, in UTC, as ISO 8601 with a ``Z`` (how jupyter_client writes dates)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error_content(exc: BaseException) -> dict[str, Any]:
