@@ -228,7 +228,9 @@ def check_python3_is(kernel_module: str, env: dict[str, str]) -> None:
 # -- running and reading outcomes ---------------------------------------------------------
 
 
-def run_suite(suite: Suite, env: dict[str, str], outcomes_path: Path, extra: Sequence[str]) -> int:
+def run_suite(
+    suite: Suite, files: Sequence[str], env: dict[str, str], outcomes_path: Path, extra: Sequence[str]
+) -> int:
     source = ensure_source(suite)
     env = dict(env, PEER_OUTCOMES=str(outcomes_path), PYTHONPATH=str(HERE))
     argv = [
@@ -250,7 +252,7 @@ def run_suite(suite: Suite, env: dict[str, str], outcomes_path: Path, extra: Seq
         "--durations=5",
         *suite.pytest_args,
         *extra,
-        *suite.test_files,
+        *files,
     ]
     say(f"\npeers: {suite.name} suite: {' '.join(argv[1:])}  (in {source.relative_to(ROOT)})")
     return subprocess.run(argv, cwd=source, env=env, stdin=subprocess.DEVNULL, check=False).returncode
@@ -297,7 +299,10 @@ class Verdict:
         return not (self.unexpected or self.deliberate_passing or self.missing)
 
 
-def judge(outcomes: dict[str, str], expected: dict[str, Expected], selection: bool) -> Verdict:
+def judge(
+    outcomes: dict[str, str], expected: dict[str, Expected], files: Sequence[str], keyword: bool
+) -> Verdict:
+    """Compare ``outcomes`` of a run of ``files`` with the list (stale entries: only without -k)."""
     verdict = Verdict()
     for outcome in outcomes.values():
         verdict.counts[outcome] = verdict.counts.get(outcome, 0) + 1
@@ -308,8 +313,10 @@ def judge(outcomes: dict[str, str], expected: dict[str, Expected], selection: bo
         elif outcome == "passed" and entry is not None:
             target = verdict.deliberate_passing if entry.kind == "deliberate" else verdict.pending_passing
             target.append(f"{nodeid} (listed {entry.kind}{': ' + entry.owner if entry.owner else ''})")
-    if not selection:
-        verdict.missing = sorted(nodeid for nodeid in expected if nodeid not in outcomes)
+    if not keyword:
+        verdict.missing = sorted(
+            nodeid for nodeid in expected if nodeid.split("::")[0] in files and nodeid not in outcomes
+        )
     return verdict
 
 
@@ -331,6 +338,9 @@ def report(suite: str, verdict: Verdict) -> None:
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=[s.name for s in SUITES], action="append")
+    parser.add_argument(
+        "--test-file", action="append", help="run only this file of the suite (e.g. tests/test_kernel.py)"
+    )
     parser.add_argument("--kernel-python", default=sys.executable, help="the Python that runs threadline")
     parser.add_argument("-k", dest="keyword", help="pytest -k selection (then stale entries are not judged)")
     parser.add_argument("--json", type=Path, help="write outcomes and verdicts here")
@@ -352,9 +362,12 @@ def main(argv: Sequence[str]) -> int:
         for suite in suites:
             outcomes_path = Path(scratch) / f"{suite.name}.jsonl"
             extra = ["-k", args.keyword] if args.keyword else []
-            run_suite(suite, env, outcomes_path, extra)
+            files = [f for f in suite.test_files if not args.test_file or f in args.test_file]
+            if not files:
+                continue
+            run_suite(suite, files, env, outcomes_path, extra)
             outcomes = read_outcomes(outcomes_path)
-            verdict = judge(outcomes, load_expected(suite.name), selection=bool(args.keyword))
+            verdict = judge(outcomes, load_expected(suite.name), files, keyword=bool(args.keyword))
             report(suite.name, verdict)
             ok = ok and verdict.ok and bool(outcomes)
             summary[suite.name] = {"outcomes": outcomes, "verdict": verdict.__dict__}

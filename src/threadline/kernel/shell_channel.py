@@ -248,7 +248,9 @@ class ShellChannel:
             if error is None:
                 exc = result.error_before_exec or result.error_in_exec
                 error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
-            reply = {"status": "error", **error}
+            # engine_info: the ipyparallel-era field ipykernel still puts in error replies.
+            engine = {"engine_uuid": self.sender.session.session_id, "engine_id": -1, "method": "execute"}
+            reply = {"status": "error", **error, "engine_info": engine}
         else:
             reply = {"status": "ok"}
         if own_count:
