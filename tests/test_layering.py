@@ -134,6 +134,12 @@ def check_module(module: str, imports: list[Import], path: str) -> list[Violatio
             refuse(imported, "protocol and io never reach up into kernel or shell")
         if within(module, "threadline.shell") and within(name, "threadline.kernel"):
             refuse(imported, "threadline.shell does not import threadline.kernel")
+        if (
+            within(name, "threadline.compat")
+            and not within(module, "threadline.compat")
+            and module != "threadline.app"
+        ):
+            refuse(imported, "only threadline.app imports threadline.compat")
     return violations
 
 
@@ -214,6 +220,8 @@ def test_layering_rules_hold() -> None:
         ("threadline.io.sender", "from threadline import shell\n", "reach up", 1),
         ("threadline.shell.display", "from threadline.kernel.comms import x\n", "shell does not import", 1),
         ("threadline.shell.display", "from ..kernel import comms\n", "shell does not import", 1),
+        ("threadline.kernel.kernel", "from threadline.compat import attach\n", "only threadline.app", 1),
+        ("threadline.shell.interactive", "from ..compat.zmqshell import x\n", "only threadline.app", 1),
     ],
 )
 def test_the_checker_catches(module: str, source: str, rule_fragment: str, line: int) -> None:
@@ -234,6 +242,8 @@ def test_the_checker_catches(module: str, source: str, rule_fragment: str, line:
         ("threadline.io.iothread", "import zmq\nfrom threadline.io.outbox import Outbox\n"),
         ("threadline.kernel.kernel", "from threadline.io import IOThread\nfrom threadline.shell import x\n"),
         ("threadline.shell.streams", "from threadline.io import Sender\nfrom threadline import routing\n"),
+        ("threadline.app", "from threadline import compat\n"),
+        ("threadline.compat.zmqshell", "from threadline.shell.interactive import ThreadlineShell\n"),
     ],
 )
 def test_the_checker_allows(module: str, source: str) -> None:
