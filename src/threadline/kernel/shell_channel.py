@@ -99,6 +99,9 @@ class ShellChannel:
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
         #: delivers the interrupt again).
         self.defer_interrupt: Callable[[FrameType | None], bool] | None = None
+        #: Called after each comm message this channel handled (the kernel wakes the
+        #: main loop: see ``Kernel._wake_main_loop``).
+        self.after_comm: Callable[[], None] | None = None
 
     @property
     def cell_running(self) -> bool:
@@ -176,6 +179,8 @@ class ShellChannel:
             else:
                 if message.msg_type in COMM_TYPES:
                     handle_comm_message(self.comm_manager, message)
+                    if self.after_comm is not None:
+                        self.after_comm()
                 else:
                     self._answer(message)
                 self._flush_streams(parent)
