@@ -31,8 +31,8 @@ survives a fork, and the sockets belong to the parent). So children send their
   longer than ``MAX_RECORD_CHARS`` is sent in pieces.
 * Which cell? The child asks ``routing.current_parent()`` at each write: a
   forked child inherits the forking thread's context, so it writes to the cell
-  that forked it, even after that cell has ended and another runs. Pool tasks
-  outlive nothing but run in workers that outlive cells, so
+  that forked it, even after that cell has ended and another runs. A pool's
+  workers outlive the cell that made them and serve later cells, so
   ``ProcessPoolExecutor.submit`` and ``multiprocessing.Pool``'s task methods
   wrap the function in a ``RoutedCall`` that carries the submitting cell's
   header into the worker for the task's duration.
@@ -180,7 +180,8 @@ class ChildOutput:
             self._socket.close()
             for pipe in list(self._pipes.values()):
                 self._read_pipe(pipe)
-                self._end_pipe(pipe)
+                if self._pipes.get(pipe.fd) is pipe:  # still open: a program that outlives us
+                    self._end_pipe(pipe)
         os.close(self._wake_read)
         os.close(self._wake_write)
         shutil.rmtree(self._directory, ignore_errors=True)
