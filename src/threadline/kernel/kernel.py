@@ -33,6 +33,7 @@ import time
 from types import FrameType
 from typing import Any, TextIO
 
+from threadline import gui as gui_loops
 from threadline import routing
 from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
 from threadline.kernel import requests
@@ -110,7 +111,9 @@ class Kernel:
         self._captures: list[FdCapture] = []
         #: Where the kernel's own log should go: the process's original stderr.
         self.log_stream: TextIO = sys.__stderr__ or sys.stderr
-        self._loop = asyncio.new_event_loop()
+        # The main loop's idle wait runs a GUI toolkit's loop when %gui enables one.
+        self._loop = gui_loops.MainLoop()
+        gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -130,6 +133,7 @@ class Kernel:
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.interrupts = InterruptDelivery(self.io)
+        self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
@@ -230,6 +234,11 @@ class Kernel:
         self.subshells.stop_all()
         self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
+
+    def _wake_main_loop(self) -> None:
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+            self._loop.call_soon_threadsafe(lambda: None)
 
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
