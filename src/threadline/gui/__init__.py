@@ -180,7 +180,10 @@ def enable(name: str | None) -> None:
         raise GuiUnavailable(f"%gui {name} exists only on {', '.join(toolkit.platforms)}, not {sys.platform}")
     if toolkit.needs_display:
         _require_display(name)
-    hook = toolkit.load()
+    try:
+        hook = toolkit.load()
+    except ImportError as exc:
+        raise GuiUnavailable(f"%gui {name} cannot load its toolkit: {exc}") from exc
     _selector.inputhook, _active = hook, canonical
 
 
