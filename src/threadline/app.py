@@ -2,20 +2,28 @@
 
 threadline install [--user | --sys-prefix | --prefix PATH]
 python -m threadline -f CONNECTION_FILE       (what the kernelspec runs)
+threadline [--ip ADDRESS] [--encrypt]         (writes its own connection file)
 threadline --version
+
+The kernelspec declares CurveZMQ transport encryption (``"supported_encryption":
+["curve"]``) where this pyzmq's libzmq can do it; a kernel manager then writes
+the key pair into the connection file (see ``threadline.io.curve``). A kernel
+about to talk in plain text beyond this host says so at start, and what to do.
 """
 
 from __future__ import annotations
 
+# Only what launching needs before the sockets are bound (kernel/boot.py):
+# the rest is imported where it is used.
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import TextIO
+import time
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from threadline import __version__
 
@@ -25,14 +33,26 @@ DISPLAY_NAME = "Python 3 (threadline)"
 
 def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
+    import importlib.util
+
+    from threadline.io import curve_available
+
+    metadata: dict[str, object] = {
+        # JupyterLab enables its debugger for a kernel only when its spec says so.
+        "debugger": importlib.util.find_spec("debugpy") is not None,
+    }
+    if curve_available():
+        # jupyter_client >= 8.9 provisions CurveZMQ keys only for a kernel that
+        # says it can use them (transport_encryption "auto"; "required" refuses
+        # any other). Declared only where this libzmq can encrypt.
+        metadata["supported_encryption"] = ["curve"]
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "python",
         "interrupt_mode": "signal",
         "env": {},
-        # JupyterLab enables its debugger for a kernel only when its spec says so.
-        "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None},
+        "metadata": metadata,
     }
 
 
@@ -40,6 +60,10 @@ def install(
     *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
 ) -> str:
     """Write the kernelspec through jupyter_client; returns where it went."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = kernel_spec()
@@ -76,7 +100,11 @@ def configure_logging(stream: TextIO, level: str) -> None:
 
 
 def launch(args: argparse.Namespace) -> int:
-    from threadline.kernel.kernel import Kernel, KernelConfigError
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py)."""
+    entered = time.perf_counter()
+    from pathlib import Path
+
+    from threadline.kernel.boot import Boot, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
     if args.connection_file:
@@ -89,27 +117,59 @@ def launch(args: argparse.Namespace) -> int:
         except LocalProtocolError as exc:
             print(f"threadline: {path}: {exc}", file=sys.stderr)
             return 2
+        if args.encrypt and not connection.encrypted:
+            print(
+                "threadline: --encrypt is for a kernel that writes its own connection file; with -f "
+                "the keys come from the file (a kernel manager's transport_encryption). Ignored.",
+                file=sys.stderr,
+            )
     else:
         import secrets
 
         from jupyter_core.paths import jupyter_runtime_dir
 
-        connection = ConnectionInfo(ip=args.ip, key=secrets.token_hex(32), kernel_name=KERNEL_NAME)
+        public_key = secret_key = None
+        if args.encrypt:
+            from threadline.io.curve import CURVE_UNAVAILABLE_REASON, new_key_pair
+
+            if CURVE_UNAVAILABLE_REASON is not None:
+                print(f"threadline: cannot --encrypt: {CURVE_UNAVAILABLE_REASON}", file=sys.stderr)
+                return 2
+            public_key, secret_key = new_key_pair()
+        connection = ConnectionInfo(
+            ip=args.ip,
+            key=secrets.token_hex(32),
+            kernel_name=KERNEL_NAME,
+            curve_publickey=public_key,
+            curve_secretkey=secret_key,
+        )
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kernel = Kernel(
-            connection,
-            allow_empty_key=args.allow_empty_key,
-            max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd,
-            comm_handling=args.comm_handling,
-        )
+        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    boot.mark("main", entered)
+    boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
+
+    from threadline.kernel.kernel import Kernel  # IPython: the slow part of the start-up
+
+    boot.mark("imports_done")
+    kernel = Kernel(
+        connection,
+        capture_fd=not args.no_capture_fd,
+        comm_handling=args.comm_handling,
+        boot=boot,
+    )
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
+    log = logging.getLogger("threadline.app")
+    exposure = bound.exposure_warning()
+    if exposure is not None:
+        log.warning("%s", exposure)
+    if bound.encrypted:
+        log.info("transport encryption: every socket is a CurveZMQ server")
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
@@ -125,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
     parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="when no connection file is given: make a CurveZMQ key pair, encrypt every socket "
+        "with it, and write it into the connection file (for clients with jupyter_client >= 8.9)",
+    )
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
@@ -164,5 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
         print(f"Installed kernelspec {args.name} in {destination}")
+        from threadline.io.curve import CURVE_UNAVAILABLE_REASON
+
+        if CURVE_UNAVAILABLE_REASON is not None:
+            print(
+                "The kernelspec does not declare transport encryption (supported_encryption): "
+                f"{CURVE_UNAVAILABLE_REASON}. A manager with transport_encryption='required' will "
+                "refuse to start it.",
+                file=sys.stderr,
+            )
         return 0
     return launch(args)

@@ -28,6 +28,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance, Type, default
 
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
+from threadline.shell.tracebacks import trim_interrupt
 
 
 class KernelExitAutocall(ExitAutocall):  # type: ignore[misc]
@@ -122,16 +123,22 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     interrupting_async_cell = Bool(False)
 
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
-        """IPython's, except that an interrupted async cell shows ``KeyboardInterrupt``.
+        """IPython's, except for interrupts: they show ``KeyboardInterrupt`` ending in the user's code.
 
         An interrupt cancels an async cell's task; IPython catches the resulting
         ``CancelledError`` in the cell like any other exception. The user asked
         for an interrupt, so that is what they see (and what the reply says).
+        The kernel's own frames (its SIGINT handler, its ``input()``) are cut off
+        an interrupt's traceback (``shell/tracebacks.py``).
         """
-        value = sys.exc_info()[1] if exc_tuple is None else exc_tuple[1]
+        etype, value, tb = sys.exc_info() if exc_tuple is None else exc_tuple
         if self.interrupting_async_cell and isinstance(value, asyncio.CancelledError):
-            interrupt = KeyboardInterrupt()
-            exc_tuple = (KeyboardInterrupt, interrupt, value.__traceback__)
+            etype, value = KeyboardInterrupt, KeyboardInterrupt()
+        if isinstance(value, KeyboardInterrupt):
+            # Ends in the user's code, not in the kernel's handler (see shell/tracebacks.py).
+            trim_interrupt(tb)
+        if value is not None:
+            exc_tuple = (etype, value, tb)
         super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype: type[BaseException], evalue: BaseException, stb: list[str]) -> None:
@@ -141,6 +148,9 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             "traceback": list(stb),
         }
         self._errors.last = content
+        if getattr(self.displayhook, "formatting", False):
+            # The cell's result could not be shown: the cell failed (as in ipykernel 7.3+).
+            self._errors.in_displayhook = True
         _require_link(self).publish("error", content)
 
     def take_last_error(self) -> dict[str, Any] | None:
@@ -148,6 +158,12 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         error: dict[str, Any] | None = getattr(self._errors, "last", None)
         self._errors.last = None
         return error
+
+    def take_displayhook_failure(self) -> bool:
+        """Whether showing a cell's result on this thread failed since the last call."""
+        failed = bool(getattr(self._errors, "in_displayhook", False))
+        self._errors.in_displayhook = False
+        return failed
 
     # -- payloads -------------------------------------------------------------------
 
