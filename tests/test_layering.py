@@ -140,6 +140,12 @@ def check_module(module: str, imports: list[Import], path: str) -> list[Violatio
             refuse(imported, "threadline.gui (toolkits in the idle wait) uses nothing else of threadline")
         if lower and within(name, "threadline.gui"):
             refuse(imported, "protocol and io never reach up into gui")
+        if (
+            within(name, "threadline.compat")
+            and not within(module, "threadline.compat")
+            and module != "threadline.app"
+        ):
+            refuse(imported, "only threadline.app imports threadline.compat")
     return violations
 
 
@@ -223,6 +229,8 @@ def test_layering_rules_hold() -> None:
         ("threadline.gui.tk", "from threadline.kernel import kernel\n", "gui (toolkits", 1),
         ("threadline.gui.qt", "from threadline import routing\n", "gui (toolkits", 1),
         ("threadline.io.iothread", "from threadline.gui import idle\n", "reach up into gui", 1),
+        ("threadline.kernel.kernel", "from threadline.compat import attach\n", "only threadline.app", 1),
+        ("threadline.shell.interactive", "from ..compat.zmqshell import x\n", "only threadline.app", 1),
     ],
 )
 def test_the_checker_catches(module: str, source: str, rule_fragment: str, line: int) -> None:
@@ -246,6 +254,8 @@ def test_the_checker_catches(module: str, source: str, rule_fragment: str, line:
         ("threadline.gui.qt", "from threadline.gui.idle import IdleContext\nimport PySide6\n"),
         ("threadline.kernel.kernel", "from threadline import gui\n"),
         ("threadline.shell.interactive", "from threadline import gui\n"),
+        ("threadline.app", "from threadline import compat\n"),
+        ("threadline.compat.zmqshell", "from threadline.shell.interactive import ThreadlineShell\n"),
     ],
 )
 def test_the_checker_allows(module: str, source: str) -> None:

@@ -91,6 +91,8 @@ class Kernel:
         capture_fd: bool = True,
         comm_handling: str = "concurrent",
         boot: Boot | None = None,
+        shell_class: type[ThreadlineShell] = ThreadlineShell,
+        shell_options: dict[str, Any] | None = None,
     ) -> None:
         # ``boot``: the sockets, possibly bound and serving already (app.launch
         # starts them before importing this module; see kernel/boot.py).
@@ -123,7 +125,7 @@ class Kernel:
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
-        self.shell = ThreadlineShell.create(self.link)
+        self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
@@ -184,7 +186,6 @@ class Kernel:
         getpass.getpass = self.stdin.getpass
         pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
-        self.shell.run_startup_files()
         atexit.register(self.close)
         self._watch_parent()
         # From here on the IO thread hands every message to this kernel,
