@@ -189,6 +189,19 @@ def test_interrupt_subshell_and_restart_with_the_same_keys(
     assert run.stdout == "False\n"  # a new process, reached with the same keys
 
 
+def test_connect_info_never_shows_the_curve_keys(
+    encrypted: tuple[KernelManager, BlockingKernelClient, dict[str, Any]],
+) -> None:
+    _, kc, info = encrypted
+    run = execute(kc, "%connect_info")
+    assert run.content["status"] == "ok"
+    assert f'"shell_port": {info["shell_port"]}' in run.stdout  # it did print the connection
+    assert "Curve keys are not shown" in run.stdout
+    for key in (info["curve_publickey"], info["curve_secretkey"]):
+        assert key not in run.stdout and key[:12] not in run.stdout
+    assert "curve_" not in run.stdout.replace("Curve keys", "")
+
+
 FUNCTION_CELL = """\
 def add(a, b):
     total = a + b
