@@ -240,6 +240,8 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kin
 
 def markdown(report: dict[str, Any]) -> str:
     """The results of a run as Markdown: one table of medians [min-max] and ratios."""
+    if not report["scenarios"] and report.get("encryption"):  # --only encryption
+        return encryption.markdown(report["encryption"])
     kinds = tuple(report.get("kernels") or ("threadline", "ipykernel"))
     peers_only = [k for k in kinds if k != peers.THREADLINE.name]
     columns = [*kinds, *(f"tl/{SHORT.get(k, k)}" for k in peers_only)]
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print_table(summaries, ceiling, kinds)
+    if summaries or ceiling:
+        print_table(summaries, ceiling, kinds)
     if encrypted is not None:
         encryption.print_table(encrypted)
     report = {

@@ -35,6 +35,7 @@ import time
 from types import FrameType
 from typing import Any, TextIO
 
+from threadline import gui as gui_loops
 from threadline import routing
 from threadline.io import OutboxClosed
 from threadline.kernel import info
@@ -62,6 +63,12 @@ from threadline.shell.widgets import install_output_capture
 
 log = logging.getLogger("threadline.kernel")
 
+
+#: Written once by a forked child that tries to display or send a comm message.
+CHILD_SEND_WARNING = (
+    "threadline: a child process cannot send display or widget messages; they are dropped "
+    "(its stdout and stderr do reach the notebook)\n"
+)
 
 #: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
 FIRST_SUBSCRIBER_WAIT = 2.0
@@ -108,7 +115,9 @@ class Kernel:
         self._captures: list[FdCapture] = []
         #: Where the kernel's own log should go: the process's original stderr.
         self.log_stream: TextIO = sys.__stderr__ or sys.stderr
-        self._loop = asyncio.new_event_loop()
+        # The main loop's idle wait runs a GUI toolkit's loop when %gui enables one.
+        self._loop = gui_loops.MainLoop()
+        gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -118,7 +127,7 @@ class Kernel:
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
-        self.children = ChildOutput(self.sender, (self.stdout, self.stderr))
+        self.children = ChildOutput(self.sender, (self.stdout, self.stderr), pipe_programs=capture_fd)
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
@@ -129,6 +138,7 @@ class Kernel:
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.interrupts = InterruptDelivery(self.io)
+        self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
@@ -195,6 +205,7 @@ class Kernel:
         self.children.start()
         os.register_at_fork(after_in_child=self._forget_in_child)
         _put_working_directory_on_path()
+        self._own_input = (builtins.input, getpass.getpass)  # a forked child gets them back
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         pdb_prompt.install(self.shell)
@@ -215,10 +226,22 @@ class Kernel:
         """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
 
         The child's stdout and stderr go to ``self.children`` (see
-        ``threadline.shell.children``); anything else it tries to send is refused.
+        ``threadline.shell.children``); anything else it sends (a display, a
+        comm message) is dropped, with one warning on its stderr.
         """
         self._closed = True
-        self.io.outbox.forget_after_fork()
+        warned: list[bool] = []
+
+        def warn_once() -> None:
+            if not warned:
+                warned.append(True)
+                sys.stderr.write(CHILD_SEND_WARNING)
+
+        self.io.outbox.forget_after_fork(warn_once)
+        # input() would wait forever for a reply only the parent can receive:
+        # the child reads its own stdin, as any child does (EOFError under
+        # multiprocessing, which gives it /dev/null).
+        builtins.input, getpass.getpass = self._own_input
         # The signal handlers and the wake-up fd are the kernel's too: a signal
         # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
         # wake-up socket, which the kernel would take for its own signal.
@@ -280,6 +303,11 @@ class Kernel:
         self.subshells.stop_all()
         self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
+
+    def _wake_main_loop(self) -> None:
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+            self._loop.call_soon_threadsafe(lambda: None)
 
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
