@@ -160,23 +160,13 @@ class Kernel:
             supported_features=self.supported_features,
             subshell_id=subshell_id,
         )
+        # ipywidgets' recipe for waiting on a widget in an async cell resolves an
+        # asyncio future from the widget's callback. The callback runs on the comm
+        # worker here (ipykernel runs it on the main loop), and ``Future.set_result``
+        # from another thread schedules the awaiting cell without waking the loop,
+        # which would sleep on until something else happened: wake it.
         channel.after_comm = self._wake_main_loop
         return channel
-
-    def _wake_main_loop(self) -> None:
-        """After a comm callback ran on another thread: let the main loop look at its ready queue.
-
-        The ipywidgets recipe for waiting on a widget in an async cell resolves
-        an asyncio future from the widget's callback. The callback runs on the
-        comm worker here (ipykernel runs it on the main loop), and
-        ``Future.set_result`` from another thread schedules the awaiting cell
-        without waking the loop, which would sleep on until something else
-        happened. A no-op scheduled thread-safely wakes it.
-        """
-        if threading.current_thread() is threading.main_thread():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-            self._loop.call_soon_threadsafe(_do_nothing)
 
     def set_comm_handling(self, mode: str) -> None:
         """``"concurrent"``: comm messages are handled as they arrive, on the comm
@@ -527,7 +517,3 @@ class Kernel:
         self.children.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)
-
-
-def _do_nothing() -> None:
-    """Scheduled on a loop only to wake it."""
