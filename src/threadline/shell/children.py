@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from threadline import routing
 from threadline.routing import Parent
+from threadline.shell.fdcapture import has_input
 
 if TYPE_CHECKING:  # a child process imports this module: keep zmq out of it
     from threadline.io import Sender
@@ -123,6 +124,8 @@ class ChildOutput:
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
+        if not has_input(self._socket.fileno()):
+            return  # the usual case, found without giving up the GIL (see fdcapture)
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
 
