@@ -43,6 +43,10 @@ from benchmarks.peers import Installed
 
 DELIMITER = b"<IDS|MSG>"
 
+#: The kernels whose kernelspec declares CurveZMQ support (ipykernel >= 7.3 does),
+#: so that a handle with ``encrypted=True`` can ask the manager for keys.
+ENCRYPTING = frozenset({"threadline", "ipykernel"})
+
 
 def isolate_jupyter_dirs(kernels: Sequence[Installed]) -> Path:
     """Point Jupyter and IPython at a fresh temp dir and write each kernel's kernelspec there.
@@ -73,6 +77,8 @@ def isolate_jupyter_dirs(kernels: Sequence[Installed]) -> Path:
             "interrupt_mode": installed.peer.interrupt_mode,
             "env": installed.peer.env,
         }
+        if installed.peer.name in ENCRYPTING:
+            spec["metadata"] = {"supported_encryption": ["curve"]}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return root
 
@@ -107,14 +113,21 @@ class Received:
 
 
 class KernelHandle:
-    """One running kernel and a raw-socket client connected to it."""
+    """One running kernel and a raw-socket client connected to it.
 
-    def __init__(self, kind: str) -> None:
+    ``encrypted``: the manager provisions CurveZMQ keys (jupyter_client's
+    ``transport_encryption="required"``) and the client's sockets are Curve
+    clients with the kernel's public key as server key.
+    """
+
+    def __init__(self, kind: str, *, encrypted: bool = False) -> None:
         self.kind = kind
+        self.encrypted = encrypted
         runtime = Path(os.environ.get("JUPYTER_RUNTIME_DIR", tempfile.gettempdir()))
         self.km = KernelManager(
             kernel_name=kernelspec_name(kind),
             connection_file=str(runtime / f"kernel-{kind}-{time.monotonic_ns()}.json"),
+            transport_encryption="required" if encrypted else "disabled",
         )
         self.session: Session = self.km.session
         self.context = zmq.Context()
@@ -128,6 +141,9 @@ class KernelHandle:
         sock.setsockopt(zmq.RECONNECT_IVL, 2)  # do not quantise startup to 100 ms
         if rcvhwm is not None:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if self.km.curve_publickey is not None:
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.curve_serverkey = self.km.curve_publickey
         sock.connect(f"tcp://{self.km.ip}:{port}")
         return sock
 
@@ -301,8 +317,8 @@ class KernelHandle:
 
 
 @contextmanager
-def running_kernel(kind: str) -> Iterator[KernelHandle]:
-    handle = KernelHandle(kind)
+def running_kernel(kind: str, *, encrypted: bool = False) -> Iterator[KernelHandle]:
+    handle = KernelHandle(kind, encrypted=encrypted)
     try:
         handle.start()
         handle.wait_ready()

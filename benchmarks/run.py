@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import harness, peers, raw_zmq
+from benchmarks import encryption, harness, peers, raw_zmq
 from benchmarks.harness import KernelHandle, median, profiled, running_kernel
 from benchmarks.scenarios import SCENARIOS, Scenario, Sizes
 
@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=[s.name for s in SCENARIOS] + ["raw"],
-        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling",
+        choices=[s.name for s in SCENARIOS] + ["raw", "encryption"],
+        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling, "
+        "'encryption' CurveZMQ's cost (benchmarks/encryption.py)",
     )
     parser.add_argument("--reps", type=int, help="repetitions per kernel (default 3; --quick 2)")
     parser.add_argument(
@@ -243,6 +244,8 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kin
 
 def markdown(report: dict[str, Any]) -> str:
     """The results of a run as Markdown: one table of medians [min-max] and ratios."""
+    if not report["scenarios"] and report.get("encryption"):  # --only encryption
+        return encryption.markdown(report["encryption"])
     kinds = tuple(report.get("kernels") or ("threadline", "ipykernel"))
     peers_only = [k for k in kinds if k != peers.THREADLINE.name]
     columns = [*kinds, *(f"tl/{SHORT.get(k, k)}" for k in peers_only)]
@@ -253,6 +256,8 @@ def markdown(report: dict[str, Any]) -> str:
             metric = f"{row['metric']} ({row['unit']}, {row['better']})"
             cells = [_cell(row.get(k)) for k in kinds] + [_ratio(ratios.get(k)) for k in peers_only]
             lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    if report.get("encryption"):
+        lines += ["", encryption.markdown(report["encryption"])]
     ceiling = report.get("raw_ceiling")
     if ceiling:
         lines += ["", "| raw pyzmq ceiling | value |", "|---|---|"]
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     summaries: dict[str, Any] = {}
     ceiling: dict[str, float] | None = None
+    encrypted: dict[str, Any] | None = None
     try:
         if not args.no_raw and (not only or "raw" in only):
             print("raw pyzmq ceiling ...", flush=True)
@@ -310,9 +316,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario.name}: {scenario.title}", flush=True)
             raw = run_scenario(scenario, sizes, kinds, args.profile, gil=args.profile_gil)
             summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw, kinds)}
+        if (not only or "encryption" in only) and set(kinds) >= encryption.KINDS:
+            print("encryption: comms and round trips, plain and CurveZMQ", flush=True)
+            encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print_table(summaries, ceiling, kinds)
+    if summaries or ceiling:
+        print_table(summaries, ceiling, kinds)
+    if encrypted is not None:
+        encryption.print_table(encrypted)
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
         "duration_s": time.time() - started,
@@ -330,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": vars(sizes),
         "raw_ceiling": ceiling,
         "scenarios": summaries,
+        "encryption": encrypted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in missing.items():
         print(f"peer {name} was not measured: {error}")
     failed = any(summary["errors"] for summary in summaries.values())
+    failed = failed or bool(encrypted and encrypted["errors"])
     return 1 if failed else 0
 
 

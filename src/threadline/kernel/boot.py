@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from threadline.io import Heartbeat, IOThread, Sender
+from threadline.io import Heartbeat, IOThread, Sender, curve_problem
 from threadline.kernel import info
 from threadline.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -94,6 +94,9 @@ class Boot:
                 "the connection file has an empty key: messages would not be authenticated. "
                 "Pass --allow-empty-key to run without message signing."
             )
+        encryption_problem = curve_problem(connection)  # never run in plain text when asked not to
+        if encryption_problem is not None:
+            raise KernelConfigError(encryption_problem)
         self.marks: dict[str, float] = {}
         self.session = Session(
             connection.key.encode(),

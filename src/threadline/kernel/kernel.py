@@ -35,6 +35,7 @@ import time
 from types import FrameType
 from typing import Any, TextIO
 
+from threadline import gui as gui_loops
 from threadline import routing
 from threadline.io import OutboxClosed
 from threadline.kernel import info
@@ -52,6 +53,7 @@ from threadline.protocol import (
     error_content,
 )
 from threadline.routing import Parent
+from threadline.shell import pdb_prompt
 from threadline.shell.children import ChildOutput
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture, default_faulthandler_to
@@ -89,6 +91,8 @@ class Kernel:
         capture_fd: bool = True,
         comm_handling: str = "concurrent",
         boot: Boot | None = None,
+        shell_class: type[ThreadlineShell] = ThreadlineShell,
+        shell_options: dict[str, Any] | None = None,
     ) -> None:
         # ``boot``: the sockets, possibly bound and serving already (app.launch
         # starts them before importing this module; see kernel/boot.py).
@@ -105,7 +109,9 @@ class Kernel:
         self._captures: list[FdCapture] = []
         #: Where the kernel's own log should go: the process's original stderr.
         self.log_stream: TextIO = sys.__stderr__ or sys.stderr
-        self._loop = asyncio.new_event_loop()
+        # The main loop's idle wait runs a GUI toolkit's loop when %gui enables one.
+        self._loop = gui_loops.MainLoop()
+        gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -119,13 +125,14 @@ class Kernel:
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
-        self.shell = ThreadlineShell.create(self.link)
+        self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.interrupts = InterruptDelivery(self.io)
+        self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
@@ -177,8 +184,8 @@ class Kernel:
         _put_working_directory_on_path()
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
+        pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
-        self.shell.run_startup_files()
         atexit.register(self.close)
         self._watch_parent()
         # From here on the IO thread hands every message to this kernel,
@@ -260,6 +267,11 @@ class Kernel:
         self.subshells.stop_all()
         self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
+
+    def _wake_main_loop(self) -> None:
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+            self._loop.call_soon_threadsafe(lambda: None)
 
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
