@@ -17,7 +17,7 @@ import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
 from tests.kernel_helpers import execute
-from threadline.shell.fdcapture import c_stdio_pending, flush_c_stdio, has_input
+from threadline.shell.peek import c_stdio_pending, flush_c_stdio, has_input
 
 GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
 

@@ -64,6 +64,12 @@ from threadline.shell.widgets import install_output_capture
 log = logging.getLogger("threadline.kernel")
 
 
+#: Written once by a forked child that tries to display or send a comm message.
+CHILD_SEND_WARNING = (
+    "threadline: a child process cannot send display or widget messages; they are dropped "
+    "(its stdout and stderr do reach the notebook)\n"
+)
+
 #: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
 FIRST_SUBSCRIBER_WAIT = 2.0
 
@@ -121,7 +127,7 @@ class Kernel:
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
-        self.children = ChildOutput(self.sender, (self.stdout, self.stderr))
+        self.children = ChildOutput(self.sender, (self.stdout, self.stderr), pipe_programs=capture_fd)
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
@@ -182,6 +188,7 @@ class Kernel:
         self.children.start()
         os.register_at_fork(after_in_child=self._forget_in_child)
         _put_working_directory_on_path()
+        self._own_input = (builtins.input, getpass.getpass)  # a forked child gets them back
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         pdb_prompt.install(self.shell)
@@ -202,10 +209,22 @@ class Kernel:
         """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
 
         The child's stdout and stderr go to ``self.children`` (see
-        ``threadline.shell.children``); anything else it tries to send is refused.
+        ``threadline.shell.children``); anything else it sends (a display, a
+        comm message) is dropped, with one warning on its stderr.
         """
         self._closed = True
-        self.io.outbox.forget_after_fork()
+        warned: list[bool] = []
+
+        def warn_once() -> None:
+            if not warned:
+                warned.append(True)
+                sys.stderr.write(CHILD_SEND_WARNING)
+
+        self.io.outbox.forget_after_fork(warn_once)
+        # input() would wait forever for a reply only the parent can receive:
+        # the child reads its own stdin, as any child does (EOFError under
+        # multiprocessing, which gives it /dev/null).
+        builtins.input, getpass.getpass = self._own_input
         # The signal handlers and the wake-up fd are the kernel's too: a signal
         # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
         # wake-up socket, which the kernel would take for its own signal.

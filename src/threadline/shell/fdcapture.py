@@ -16,10 +16,8 @@ looks before it acts, without letting go of the GIL: ``fflush`` and ``read``
 release the GIL, and a release in the middle of a request hands it to the IO
 thread, which the request's thread must then wait out -- four such hand-overs
 were 42 % of the main thread's samples in an execute round trip (py-spy).
-So ``c_stdio_pending`` reads glibc's ``stdout`` buffer pointers (the FILE
-layout is part of glibc's ABI; elsewhere it answers "maybe" and ``fflush``
-runs as before), and ``has_input`` asks ``poll`` with a zero timeout through
-``ctypes.PyDLL``, which keeps the GIL (a zero-timeout poll never blocks).
+So it asks ``threadline.shell.peek`` first, which looks at C's ``stdout``
+buffer and at the pipe without giving up the GIL.
 
 Text that arrives from the pump belongs to no cell of its own and follows the
 stream's routing fallback (the most recent execute request).
@@ -39,74 +37,14 @@ ipykernel does; ``dump_traceback()`` keeps its default, ``sys.stderr``, whose
 from __future__ import annotations
 
 import codecs
-import ctypes
 import faulthandler
 import os
 import select
 import threading
 from typing import Any, TextIO
 
+from threadline.shell.peek import c_stdio_pending, flush_c_stdio, has_input
 from threadline.shell.streams import OutStream
-
-_libc: ctypes.CDLL | None
-_libc_gil: ctypes.PyDLL | None  # the same C library, called without releasing the GIL
-try:
-    _libc = ctypes.CDLL(None)
-    _libc_gil = ctypes.PyDLL(None)
-except OSError:  # no C library to flush
-    _libc = _libc_gil = None
-
-
-class _PollFd(ctypes.Structure):
-    _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
-
-
-class _GlibcFileHead(ctypes.Structure):
-    """The start of glibc's ``struct _IO_FILE`` (stable ABI): the write buffer's pointers."""
-
-    _fields_ = [
-        ("flags", ctypes.c_int),
-        ("read_ptr", ctypes.c_void_p),
-        ("read_end", ctypes.c_void_p),
-        ("read_base", ctypes.c_void_p),
-        ("write_base", ctypes.c_void_p),
-        ("write_ptr", ctypes.c_void_p),
-    ]
-
-
-def _glibc_stdout() -> ctypes.c_void_p | None:
-    """glibc's ``stdout`` variable (a ``FILE *``), or None elsewhere."""
-    if _libc is None:
-        return None
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return None
-        return ctypes.c_void_p.in_dll(_libc, "stdout")
-    except (ValueError, OSError):  # not glibc
-        return None
-
-
-_STDOUT = _glibc_stdout()
-_POLLIN = 0x001
-
-
-def c_stdio_pending() -> bool:
-    """Whether C's ``stdout`` buffer may hold text (``stderr`` is unbuffered in C)."""
-    if _STDOUT is None:
-        return True  # cannot tell: flush
-    address = _STDOUT.value
-    if not address:
-        return False
-    head = _GlibcFileHead.from_address(address)
-    return bool(head.write_ptr and head.write_base and head.write_ptr != head.write_base)
-
-
-def has_input(fd: int) -> bool:
-    """Whether ``fd`` is readable now; never blocks and keeps the GIL where it can."""
-    if _libc_gil is None:
-        return True  # cannot tell cheaply: let the caller try a read
-    poll = _PollFd(fd, _POLLIN, 0)
-    return bool(_libc_gil.poll(ctypes.byref(poll), 1, 0) > 0 and poll.revents)
 
 
 def default_faulthandler_to(file: TextIO) -> None:
@@ -125,12 +63,6 @@ def default_faulthandler_to(file: TextIO) -> None:
             register(signum, file=file, all_threads=all_threads, chain=chain)
 
         faulthandler.register = register_to_log
-
-
-def flush_c_stdio() -> None:
-    """``fflush(NULL)``: push out what C code left in stdio buffers."""
-    if _libc is not None:
-        _libc.fflush(None)
 
 
 class FdCapture:
