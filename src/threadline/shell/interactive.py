@@ -92,8 +92,10 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     system = InteractiveShell.system_piped
 
     def enable_gui(self, gui: str | None = None) -> None:
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported by threadline")
+        """``%gui NAME`` / ``%matplotlib NAME``: run that toolkit's loop while the kernel is idle."""
+        from threadline import gui as gui_loops
+
+        gui_loops.enable(gui)
 
     # -- errors ---------------------------------------------------------------------
 
