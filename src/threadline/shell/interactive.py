@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 from IPython.core.autocall import ExitAutocall
 from IPython.core.interactiveshell import InteractiveShell
@@ -122,12 +122,13 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
         """IPython's, except that an interrupted async cell shows ``KeyboardInterrupt``.
 
-        An interrupt cancels an async cell's task; IPython catches the resulting
-        ``CancelledError`` in the cell like any other exception. The user asked
-        for an interrupt, so that is what they see (and what the reply says).
+        An interrupt cancels an async cell's task (or its trio cancel scope);
+        IPython catches the resulting ``CancelledError`` (``trio.Cancelled``) in
+        the cell like any other exception. The user asked for an interrupt, so
+        that is what they see (and what the reply says).
         """
         value = sys.exc_info()[1] if exc_tuple is None else exc_tuple[1]
-        if self.interrupting_async_cell and isinstance(value, asyncio.CancelledError):
+        if self.interrupting_async_cell and _is_cancellation(value):
             interrupt = KeyboardInterrupt()
             exc_tuple = (KeyboardInterrupt, interrupt, value.__traceback__)
         super().showtraceback(exc_tuple, *args, **kwargs)
@@ -155,6 +156,14 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def ask_exit(self) -> None:
         self.exit_now = not self.keepkernel_on_exit
         self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": self.keepkernel_on_exit})
+
+
+def _is_cancellation(value: BaseException | None) -> TypeGuard[BaseException]:
+    """Whether ``value`` is how asyncio or trio (``%autoawait trio``) ends a cancelled cell."""
+    if isinstance(value, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(value, trio.Cancelled)
 
 
 def _page_to_payload(shell: ThreadlineShell, data: Any, start: int = 0, screen_lines: int = 0) -> None:
