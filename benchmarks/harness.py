@@ -5,7 +5,8 @@ Theory of operation
 Each kernel under test is a real process started by ``jupyter_client``'s
 ``KernelManager`` from a kernelspec written into a private temporary Jupyter
 data directory (``isolate_jupyter_dirs``), so nothing touches the user's own
-runtime, data, config or IPython directories.
+runtime, data, config or IPython directories. Each peer kernel runs from its
+own virtual environment (``benchmarks.peers``); threadline from this one.
 
 The client is deliberately thin: raw pyzmq sockets (DEALER for shell and
 control, SUB for iopub) and a ``jupyter_client.session.Session`` to sign what
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +39,21 @@ import zmq
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
+from benchmarks.peers import Installed
+
 DELIMITER = b"<IDS|MSG>"
 
-KERNELS: dict[str, list[str]] = {
-    "threadline": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
-    "ipykernel": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-}
-KERNEL_NAMES = tuple(KERNELS)
+#: The kernels whose kernelspec declares CurveZMQ support (ipykernel >= 7.3 does),
+#: so that a handle with ``encrypted=True`` can ask the manager for keys.
+ENCRYPTING = frozenset({"threadline", "ipykernel"})
 
 
-def isolate_jupyter_dirs() -> Path:
-    """Point Jupyter and IPython at a fresh temp dir and write the two kernelspecs there."""
+def isolate_jupyter_dirs(kernels: Sequence[Installed]) -> Path:
+    """Point Jupyter and IPython at a fresh temp dir and write each kernel's kernelspec there.
+
+    Each kernelspec is named ``bench-<peer>`` and launches the kernel with the
+    interpreter of its own environment (see ``benchmarks.peers``).
+    """
     root = Path(tempfile.mkdtemp(prefix="threadline-bench-"))
     for var, sub in (
         ("JUPYTER_RUNTIME_DIR", "runtime"),
@@ -62,12 +67,24 @@ def isolate_jupyter_dirs() -> Path:
     os.environ["JUPYTER_PLATFORM_DIRS"] = "1"
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
-    for name, argv in KERNELS.items():
-        spec_dir = root / "data" / "kernels" / f"bench-{name}"
+    for installed in kernels:
+        spec_dir = root / "data" / "kernels" / kernelspec_name(installed.peer.name)
         spec_dir.mkdir(parents=True)
-        spec = {"argv": argv, "display_name": f"bench {name}", "language": "python"}
+        spec = {
+            "argv": installed.kernel_argv(),
+            "display_name": f"bench {installed.peer.name}",
+            "language": "python",
+            "interrupt_mode": installed.peer.interrupt_mode,
+            "env": installed.peer.env,
+        }
+        if installed.peer.name in ENCRYPTING:
+            spec["metadata"] = {"supported_encryption": ["curve"]}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return root
+
+
+def kernelspec_name(kind: str) -> str:
+    return f"bench-{kind}"
 
 
 # -- reading raw frames cheaply ---------------------------------------------------------
@@ -96,14 +113,21 @@ class Received:
 
 
 class KernelHandle:
-    """One running kernel and a raw-socket client connected to it."""
+    """One running kernel and a raw-socket client connected to it.
 
-    def __init__(self, kind: str) -> None:
+    ``encrypted``: the manager provisions CurveZMQ keys (jupyter_client's
+    ``transport_encryption="required"``) and the client's sockets are Curve
+    clients with the kernel's public key as server key.
+    """
+
+    def __init__(self, kind: str, *, encrypted: bool = False) -> None:
         self.kind = kind
+        self.encrypted = encrypted
         runtime = Path(os.environ.get("JUPYTER_RUNTIME_DIR", tempfile.gettempdir()))
         self.km = KernelManager(
-            kernel_name=f"bench-{kind}",
+            kernel_name=kernelspec_name(kind),
             connection_file=str(runtime / f"kernel-{kind}-{time.monotonic_ns()}.json"),
+            transport_encryption="required" if encrypted else "disabled",
         )
         self.session: Session = self.km.session
         self.context = zmq.Context()
@@ -117,6 +141,9 @@ class KernelHandle:
         sock.setsockopt(zmq.RECONNECT_IVL, 2)  # do not quantise startup to 100 ms
         if rcvhwm is not None:
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        if self.km.curve_publickey is not None:
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.curve_serverkey = self.km.curve_publickey
         sock.connect(f"tcp://{self.km.ip}:{port}")
         return sock
 
@@ -211,22 +238,41 @@ class KernelHandle:
                 keep(frames)
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Until kernel_info replies and iopub is subscribed. Returns seconds to first reply."""
+        """Until kernel_info replies and iopub delivers. Returns seconds to the first reply.
+
+        iopub is live once any message reached it (the status of a kernel_info,
+        a JEP 65 welcome); kernel_info is asked again until one does. Not every
+        kernel publishes a status for every kernel_info (async-kernel does for
+        the first ones only), so any message counts, whenever it came.
+        """
         msg_id, frames = self.request_frames("kernel_info_request", {})
         self.shell.send_multipart(frames)
-        if self.wait_reply(self.shell, msg_id, timeout) is None:
-            raise RuntimeError(f"{self.kind}: no kernel_info_reply within {timeout:.0f}s")
-        first = time.perf_counter() - self.started_at
+        seen = 0
+        poller = zmq.Poller()
+        poller.register(self.shell, zmq.POLLIN)
+        poller.register(self.iopub, zmq.POLLIN)
         deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            # iopub is live once a kernel_info's status messages reach us.
-            msg_id, frames = self.request_frames("kernel_info_request", {})
-            self.shell.send_multipart(frames)
-            self.wait_reply(self.shell, msg_id, timeout)
-            if self.iopub.poll(300):
+        first: float | None = None
+        while (left := deadline - time.perf_counter()) > 0:
+            events = dict(poller.poll(max(1, int(min(left, 0.3) * 1000))))
+            if self.iopub in events:
+                seen += self.drain_iopub()
+            if self.shell in events:
+                with suppress(zmq.Again):
+                    while True:
+                        reply = self.shell.recv_multipart(zmq.NOBLOCK)
+                        if first is None and msg_id in parts(reply)[1]:
+                            first = time.perf_counter() - self.started_at
+            if first is not None and seen:
                 time.sleep(0.05)
                 self.drain_iopub()
                 return first
+            if first is not None and not events:
+                # Answered, but iopub has not delivered yet: ask again.
+                _, frames = self.request_frames("kernel_info_request", {})
+                self.shell.send_multipart(frames)
+        if first is None:
+            raise RuntimeError(f"{self.kind}: no kernel_info_reply within {timeout:.0f}s")
         raise RuntimeError(f"{self.kind}: iopub never delivered a message")
 
     def execute(self, code: str, timeout: float = 60.0) -> None:
@@ -271,8 +317,8 @@ class KernelHandle:
 
 
 @contextmanager
-def running_kernel(kind: str) -> Iterator[KernelHandle]:
-    handle = KernelHandle(kind)
+def running_kernel(kind: str, *, encrypted: bool = False) -> Iterator[KernelHandle]:
+    handle = KernelHandle(kind, encrypted=encrypted)
     try:
         handle.start()
         handle.wait_ready()

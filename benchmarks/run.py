@@ -1,14 +1,19 @@
-"""Run the benchmarks: threadline and ipykernel side by side, in the same run.
+"""Run the benchmarks: threadline and its peers side by side, in the same run.
 
     .venv/bin/python -m benchmarks.run [--quick] [--only SCENARIO ...] [--reps N]
-                                       [--flood-mb MB] [--no-raw] [--out PATH]
+                                       [--peer NAME ...] [--flood-mb MB] [--no-raw]
+                                       [--out PATH]
 
-Each scenario starts one kernel of each kind (or a fresh one per repetition,
-or, for ``startup``, as many as it measures), then repeats its measurement,
-alternating which kernel goes first in each repetition so that drift in the
-machine's load falls on both. It prints medians, min-max ranges and the
-threadline/ipykernel ratio of the medians, plus the raw pyzmq ceiling, and
-writes everything (with the raw values) to ``benchmarks/results/latest.json``.
+First every peer kernel's environment is made ready (``benchmarks.peers``:
+built from PyPI on first use, then reused; a peer that cannot be installed is
+reported and left out). Each scenario then starts one kernel of each kind (or
+a fresh one per repetition, or, for the start-up scenarios, as many as it
+measures) and repeats its measurement, rotating which kernel goes first in
+each repetition (ABCD, BCDA, ...) so that drift in the machine's load falls on
+all of them. It prints medians, min-max ranges and threadline's ratio to each
+peer (ratio of medians), plus the raw pyzmq ceiling, and writes everything
+(with the raw values, the peers' versions and the load average) to
+``benchmarks/results/latest.json``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import harness, raw_zmq
-from benchmarks.harness import KERNEL_NAMES, KernelHandle, median, profiled, running_kernel
+from benchmarks import encryption, harness, peers, raw_zmq
+from benchmarks.harness import KernelHandle, median, profiled, running_kernel
 from benchmarks.scenarios import SCENARIOS, Scenario, Sizes
+
+#: Short column names for the ratio columns.
+SHORT = {"ipykernel": "ipk", "xeus-python": "xeus", "async-kernel": "async"}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,10 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=[s.name for s in SCENARIOS] + ["raw"],
-        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling",
+        choices=[s.name for s in SCENARIOS] + ["raw", "encryption"],
+        help="run only this scenario (repeatable); 'raw' is the pyzmq ceiling, "
+        "'encryption' CurveZMQ's cost (benchmarks/encryption.py)",
     )
     parser.add_argument("--reps", type=int, help="repetitions per kernel (default 3; --quick 2)")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        choices=[p.name for p in peers.PEERS if p is not peers.THREADLINE],
+        help="measure threadline against this peer only (repeatable; default: all of them)",
+    )
+    parser.add_argument(
+        "--peers-dir",
+        type=Path,
+        default=peers.default_cache(),
+        help="where the peers' virtual environments are built and kept (default: %(default)s)",
+    )
     parser.add_argument("--flood-mb", type=float, help="size of the output flood (default 200 MB)")
     parser.add_argument("--flood-rate", type=float, help="the slow client's read rate in MB/s (default 40)")
     parser.add_argument(
@@ -70,27 +91,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_scenario(
-    scenario: Scenario, sizes: Sizes, profile: Path | None = None, *, gil: bool = False
+    scenario: Scenario,
+    sizes: Sizes,
+    kinds: tuple[str, ...],
+    profile: Path | None = None,
+    *,
+    gil: bool = False,
 ) -> dict[str, Any]:
     """All repetitions of one scenario, kernels interleaved; raw values per kernel."""
-    values: dict[str, list[dict[str, float]]] = {kind: [] for kind in KERNEL_NAMES}
+    values: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     errors: list[str] = []
     shared: dict[str, KernelHandle] = {}
     try:
         if scenario.kernel == "shared":
-            for kind in KERNEL_NAMES:
+            for kind in kinds:
                 handle = KernelHandle(kind)
                 shared[kind] = handle
                 handle.start()
                 handle.wait_ready()
                 handle.execute("pass")
+                if scenario.setup:
+                    handle.execute(scenario.setup(sizes))
         for rep in range(scenario.reps(sizes)):
-            order = KERNEL_NAMES if rep % 2 == 0 else tuple(reversed(KERNEL_NAMES))
+            shift = rep % len(kinds)
+            order = kinds[shift:] + kinds[:shift]
             for kind in order:
                 try:
                     where = (
                         profile / f"{scenario.name}-{rep + 1}.txt"
-                        if profile and kind == "threadline"
+                        if profile and kind == peers.THREADLINE.name
                         else None
                     )
                     values[kind].append(_once(scenario, kind, sizes, shared, where, gil=gil))
@@ -116,8 +145,11 @@ def _once(
     if scenario.kernel == "own":
         return scenario.run(kind, sizes)
     if scenario.kernel == "fresh":
-        with running_kernel(kind) as handle, profiled(handle.pid, profile, gil=gil):
-            return scenario.run(handle, sizes)
+        with running_kernel(kind) as handle:
+            if scenario.setup:
+                handle.execute(scenario.setup(sizes))
+            with profiled(handle.pid, profile, gil=gil):
+                return scenario.run(handle, sizes)
     with profiled(shared[kind].pid, profile, gil=gil):
         return scenario.run(shared[kind], sizes)
 
@@ -140,39 +172,60 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def summarise(scenario: Scenario, raw: dict[str, Any]) -> list[dict[str, Any]]:
+def summarise(scenario: Scenario, raw: dict[str, Any], kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per metric: each kernel's median, min, max over repetitions; threadline's ratio to each peer.
+
+    A NaN value (a figure that does not apply, e.g. the time of a notebook that
+    failed on that kernel) is left out; a kernel with no value shows "-".
+    """
     rows = []
     for metric in scenario.metrics:
         row: dict[str, Any] = {"metric": metric.name, "unit": metric.unit, "better": metric.better}
-        for kind in KERNEL_NAMES:
-            series = [v[metric.name] for v in raw["values"][kind] if metric.name in v]
+        for kind in kinds:
+            found = (v.get(metric.name, math.nan) for v in raw["values"][kind])
+            series = [value for value in found if not math.isnan(value)]
             row[kind] = (
                 {"median": median(series), "min": min(series), "max": max(series), "n": len(series)}
                 if series
                 else None
             )
-        tl, ipk = row["threadline"], row["ipykernel"]
-        row["ratio"] = tl["median"] / ipk["median"] if tl and ipk and ipk["median"] else None
+        ours = row.get(peers.THREADLINE.name)
+        row["ratios"] = {kind: _ratio_of(ours, row[kind]) for kind in kinds if kind != peers.THREADLINE.name}
         rows.append(row)
     return rows
 
 
-def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None) -> None:
-    columns = ("threadline median [min-max]", "ipykernel median [min-max]")
-    header = f"{'scenario / metric':44} {columns[0]:30} {columns[1]:30} tl/ipk"
+def _ratio_of(ours: dict[str, float] | None, theirs: dict[str, float] | None) -> float | None:
+    return ours["median"] / theirs["median"] if ours and theirs and theirs["median"] else None
+
+
+def _cell(stats: dict[str, float] | None, *, ranges: bool = True) -> str:
+    if not stats:
+        return "-"
+    if not ranges or stats["min"] == stats["max"]:
+        return _fmt(stats["median"])
+    return f"{_fmt(stats['median'])} [{_fmt(stats['min'])}-{_fmt(stats['max'])}]"
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kinds: tuple[str, ...]) -> None:
+    peers_only = [k for k in kinds if k != peers.THREADLINE.name]
+    widths = [26] * len(kinds)
+    header = f"{'scenario / metric':40} " + " ".join(f"{k:{w}}" for k, w in zip(kinds, widths, strict=True))
+    header += " " + " ".join(f"{'tl/' + SHORT.get(k, k):>8}" for k in peers_only)
     print()
     print(header)
     print("-" * len(header))
     for name, summary in summaries.items():
         print(f"{name}: {summary['title']}")
         for row in summary["rows"]:
-            cells = []
-            for kind in KERNEL_NAMES:
-                s = row[kind]
-                cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])}-{_fmt(s['max'])}]" if s else "-")
-            ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-            label = f"  {row['metric']} ({row['unit']}, {row['better']} is better)"
-            print(f"{label:44} {cells[0]:30} {cells[1]:30} {ratio}")
+            cells = " ".join(f"{_cell(row[k]):{w}}" for k, w in zip(kinds, widths, strict=True))
+            ratios = " ".join(f"{_ratio(row['ratios'][k]):>8}" for k in peers_only)
+            label = f"  {row['metric']} ({row['unit']}, {row['better']})"
+            print(f"{label:40} {cells} {ratios}")
         for error in summary["errors"]:
             print(f"  ERROR {error}")
     if ceiling:
@@ -180,31 +233,44 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None) -> 
         for key, value in ceiling.items():
             print(f"  {key:42} {_fmt(value)}")
         comms = summaries.get("comms")
-        if comms and comms["rows"][0]["threadline"]:
-            share = comms["rows"][0]["threadline"]["median"] / ceiling["pushpull_msg_s"]
+        if comms and comms["rows"][0].get(peers.THREADLINE.name):
+            share = comms["rows"][0][peers.THREADLINE.name]["median"] / ceiling["pushpull_msg_s"]
             print(f"  {'threadline comms / push-pull ceiling':42} {share:.0%}")
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The results of a run as a Markdown table."""
-    lines = [
-        "| scenario | metric | threadline median [min-max] | ipykernel median [min-max] | tl/ipk |",
-        "|---|---|---|---|---|",
-    ]
+    """The results of a run as Markdown: one table of medians [min-max] and ratios."""
+    kinds = tuple(report.get("kernels") or ("threadline", "ipykernel"))
+    peers_only = [k for k in kinds if k != peers.THREADLINE.name]
+    columns = [*kinds, *(f"tl/{SHORT.get(k, k)}" for k in peers_only)]
+    lines = ["| scenario | metric | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for name, summary in report["scenarios"].items():
         for row in summary["rows"]:
-            cells = []
-            for kind in KERNEL_NAMES:
-                s = row[kind]
-                cells.append(f"{_fmt(s['median'])} [{_fmt(s['min'])}-{_fmt(s['max'])}]" if s else "-")
-            ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
-            metric = f"{row['metric']} ({row['unit']}, {row['better']} is better)"
-            lines.append(f"| {name} | {metric} | {cells[0]} | {cells[1]} | {ratio} |")
+            ratios = row.get("ratios") or {"ipykernel": row.get("ratio")}
+            metric = f"{row['metric']} ({row['unit']}, {row['better']})"
+            cells = [_cell(row.get(k)) for k in kinds] + [_ratio(ratios.get(k)) for k in peers_only]
+            lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    if report.get("encryption"):
+        lines += ["", encryption.markdown(report["encryption"])]
     ceiling = report.get("raw_ceiling")
     if ceiling:
         lines += ["", "| raw pyzmq ceiling | value |", "|---|---|"]
         lines += [f"| {key} | {_fmt(value)} |" for key, value in ceiling.items()]
     return "\n".join(lines)
+
+
+def prepare_kernels(wanted: list[str] | None, cache: Path) -> tuple[list[peers.Installed], dict[str, str]]:
+    """Each selected kernel's environment, ready; and why any peer is left out."""
+    ready: list[peers.Installed] = []
+    missing: dict[str, str] = {}
+    for peer in peers.select(wanted):
+        installed = peers.ensure(peer, cache)
+        if installed.python is None:
+            print(f"peer {peer.name} NOT INSTALLED, left out of this run: {installed.error}", flush=True)
+            missing[peer.name] = installed.error
+        else:
+            ready.append(installed)
+    return ready, missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,11 +287,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.flood_rate:
         sizes.flood_client_mb_s = args.flood_rate
     only = set(args.only or [])
-    root = harness.isolate_jupyter_dirs()
+    ready, missing = prepare_kernels(args.peer, args.peers_dir)
+    if not ready or ready[0].peer is not peers.THREADLINE:
+        print("threadline itself is not importable here", file=sys.stderr)
+        return 2
+    kinds = tuple(installed.peer.name for installed in ready)
+    print("kernels: " + ", ".join(f"{i.peer.name} {i.version}" for i in ready), flush=True)
+    root = harness.isolate_jupyter_dirs(ready)
     started = time.time()
     load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     summaries: dict[str, Any] = {}
     ceiling: dict[str, float] | None = None
+    encrypted: dict[str, Any] | None = None
     try:
         if not args.no_raw and (not only or "raw" in only):
             print("raw pyzmq ceiling ...", flush=True)
@@ -234,11 +308,16 @@ def main(argv: list[str] | None = None) -> int:
             if only and scenario.name not in only:
                 continue
             print(f"{scenario.name}: {scenario.title}", flush=True)
-            raw = run_scenario(scenario, sizes, args.profile, gil=args.profile_gil)
-            summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw)}
+            raw = run_scenario(scenario, sizes, kinds, args.profile, gil=args.profile_gil)
+            summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw, kinds)}
+        if (not only or "encryption" in only) and set(kinds) >= encryption.KINDS:
+            print("encryption: comms and round trips, plain and CurveZMQ", flush=True)
+            encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print_table(summaries, ceiling)
+    print_table(summaries, ceiling, kinds)
+    if encrypted is not None:
+        encryption.print_table(encrypted)
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(started)),
         "duration_s": time.time() - started,
@@ -249,15 +328,22 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
+        "kernels": kinds,
+        "versions": {i.peer.name: i.version for i in ready},
+        "not_installed": missing,
         "quick": args.quick,
         "sizes": vars(sizes),
         "raw_ceiling": ceiling,
         "scenarios": summaries,
+        "encryption": encrypted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str))
     print(f"\nwrote {args.out} (load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f})")
+    for name, error in missing.items():
+        print(f"peer {name} was not measured: {error}")
     failed = any(summary["errors"] for summary in summaries.values())
+    failed = failed or bool(encrypted and encrypted["errors"])
     return 1 if failed else 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import zmq
 
+from benchmarks import startup, workloads
 from benchmarks.harness import KernelHandle, collect_run, median, parts, quantile
 
 
@@ -42,6 +43,12 @@ class Sizes:
     flood_reps: int = 2
     raw_msgs: int = 200_000
     raw_roundtrips: int = 2_000
+    client_startups: int = 7
+    notebook_reps: int = 2
+    notebook_timeout: int = 60
+    big_comm_mb: float = 50.0
+    big_image_mb: float = 20.0
+    big_reps: int = 2
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -59,6 +66,11 @@ class Sizes:
             flood_reps=1,
             raw_msgs=20_000,
             raw_roundtrips=300,
+            client_startups=2,
+            notebook_reps=1,
+            big_comm_mb=5.0,
+            big_image_mb=2.0,
+            big_reps=1,
         )
 
 
@@ -80,6 +92,9 @@ class Scenario:
     #: for every repetition; "own": the scenario starts kernels itself.
     kernel: str = "shared"
     reps: Callable[[Sizes], int] = field(default=lambda sizes: sizes.reps)
+    #: Code run once in each kernel before its repetitions ("shared") or before
+    #: each repetition ("fresh"): untimed, and before any memory baseline.
+    setup: Callable[[Sizes], str] | None = None
 
 
 def _decode_all(handle: KernelHandle, raw: list[list[bytes]]) -> tuple[list[dict[str, Any]], int]:
@@ -445,6 +460,7 @@ SCENARIOS: list[Scenario] = [
             Metric("lost", "msgs", LOWER),
             Metric("duplicated", "msgs", LOWER),
             Metric("out_of_order", "msgs", LOWER),
+            Metric("bad_signature", "msgs", LOWER),
         ],
         run_comms,
     ),
@@ -455,6 +471,7 @@ SCENARIOS: list[Scenario] = [
             Metric("seconds", "s", LOWER),
             Metric("broken_lines", "lines", LOWER),
             Metric("lost_lines", "lines", LOWER),
+            Metric("duplicated_lines", "lines", LOWER),
             Metric("messages", "msgs", LOWER),
         ],
         run_print_main,
@@ -466,6 +483,7 @@ SCENARIOS: list[Scenario] = [
             Metric("seconds", "s", LOWER),
             Metric("broken_lines", "lines", LOWER),
             Metric("lost_lines", "lines", LOWER),
+            Metric("duplicated_lines", "lines", LOWER),
             Metric("messages", "msgs", LOWER),
         ],
         run_print_threads,
@@ -483,9 +501,31 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "startup",
-        "process start to first kernel_info_reply",
+        "process start to first kernel_info_reply (raw client, 2 ms reconnect)",
         [Metric("first_reply_s", "s", LOWER)],
         run_startup,
+        kernel="own",
+        reps=lambda sizes: sizes.startups,
+    ),
+    Scenario(
+        "startup_client",
+        "start-up as users meet it: KernelManager.start_kernel, wait_for_ready, first execute_reply",
+        [
+            Metric("first_reply_s", "s", LOWER),
+            Metric("ready_s", "s", LOWER),
+            Metric("kernel_info_s", "s", LOWER),
+            Metric("launch_s", "s", LOWER),
+            *(Metric(f"tl_{mark}_s", "s", LOWER) for mark in startup.THREADLINE_MARKS),
+        ],
+        startup.run_startup_client,
+        kernel="own",
+        reps=lambda sizes: sizes.client_startups,
+    ),
+    Scenario(
+        "startup_parts",
+        "before the kernel's own code: bare interpreter, kernel module imports",
+        [Metric("interpreter_s", "s", LOWER), Metric("imports_s", "s", LOWER)],
+        startup.run_startup_parts,
         kernel="own",
         reps=lambda sizes: sizes.startups,
     ),
@@ -516,5 +556,45 @@ SCENARIOS: list[Scenario] = [
         run_flood,
         kernel="fresh",
         reps=lambda sizes: sizes.flood_reps,
+    ),
+    Scenario(
+        "big_comm",
+        "one 50 MB binary buffer through a comm (fresh kernel)",
+        [
+            Metric("seconds", "s", LOWER),
+            Metric("growth_mb", "MB", LOWER),
+            Metric("peak_rss_mb", "MB", LOWER),
+            Metric("intact", "ok", HIGHER),
+        ],
+        workloads.run_big_comm,
+        kernel="fresh",
+        reps=lambda sizes: sizes.big_reps,
+        setup=lambda sizes: workloads.big_comm_setup(sizes.big_comm_mb),
+    ),
+    Scenario(
+        "big_image",
+        "one 20 MB PNG through display() (fresh kernel)",
+        [
+            Metric("seconds", "s", LOWER),
+            Metric("growth_mb", "MB", LOWER),
+            Metric("peak_rss_mb", "MB", LOWER),
+            Metric("intact", "ok", HIGHER),
+        ],
+        workloads.run_big_image,
+        kernel="fresh",
+        reps=lambda sizes: sizes.big_reps,
+        setup=lambda sizes: workloads.big_image_setup(sizes.big_image_mb),
+    ),
+    Scenario(
+        "notebooks",
+        "examples/*.ipynb executed by nbclient, start to last cell done",
+        [
+            metric
+            for stem in workloads.NOTEBOOKS
+            for metric in (Metric(f"{stem}_s", "s", LOWER), Metric(f"{stem}_failed", "runs", LOWER))
+        ],
+        workloads.run_notebooks,
+        kernel="own",
+        reps=lambda sizes: sizes.notebook_reps,
     ),
 ]

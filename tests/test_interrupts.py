@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import os
 import re
 from typing import Any
 
@@ -24,6 +26,20 @@ def interrupt_once(manager: KernelManager, kc: BlockingKernelClient, code: str) 
     return get_reply_reading_iopub(kc, msg_id, timeout=TIMEOUT)
 
 
+#: Prints without end; on the interrupt, records the frames it passed through
+#: (before IPython formats the traceback) and raises it on.
+FLUSHING_UNTIL_INTERRUPTED = """
+import traceback
+try:
+    print('go', flush=True)
+    while True:
+        print('x', end='', flush=True)
+except KeyboardInterrupt as interrupt:
+    raw_frames = [(f.filename, f.name) for f in traceback.extract_tb(interrupt.__traceback__)]
+    raise
+"""
+
+
 def test_interrupting_a_cell_that_lives_in_kernel_code(
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:
@@ -31,21 +47,44 @@ def test_interrupting_a_cell_that_lives_in_kernel_code(
 
     Each interrupt ends its cell with KeyboardInterrupt (raised in the cell's own
     frame, not in kernel code), and the kernel answers the next cell: no lock is
-    ever left held by an interrupt that landed in a critical section.
+    ever left held by an interrupt that landed in a critical section. What the
+    user sees ends in the cell: the handler's own frame is not shown.
     """
     manager, kc = kernel
     for _ in range(ROUNDS):
-        reply = interrupt_once(
-            manager, kc, "print('go', flush=True)\nwhile True:\n    print('x', end='', flush=True)"
-        )
+        reply = interrupt_once(manager, kc, FLUSHING_UNTIL_INTERRUPTED)
         assert reply["content"]["ename"] == "KeyboardInterrupt"
-        # The frame the interrupt landed in (the last one before the SIGINT
-        # handler's own) is the cell's code or a lock-free wait, never kernel code.
+        # Where the interrupt landed (the frame before the SIGINT handler's own)
+        # is the cell's code or a lock-free wait, never kernel code.
+        raw = execute(kc, "import threadline; print(repr((raw_frames[-2:], threadline.__file__)))").stdout
+        (landed, handler), kernel_init = ast.literal_eval(raw)
+        assert handler[1] == "on_sigint", raw
+        assert not landed[0].startswith(os.path.dirname(kernel_init)), raw
+        # The traceback shown ends in the cell (which re-raised it).
         frames = [re.sub(r"\x1b\[[0-9;]*m", "", entry) for entry in reply["content"]["traceback"]]
-        frames = [entry.splitlines()[0] for entry in frames if entry.lstrip().startswith(("File ", "Cell "))]
-        assert "on_sigint" in frames[-1]
-        assert "threadline" not in frames[-2], frames[-2]
+        frames = [entry for entry in frames if entry.lstrip().startswith(("File ", "Cell "))]
+        assert len(frames) == 1 and frames[0].startswith("Cell In["), frames
         assert execute(kc, "print('alive')").stdout == "alive\n"
+
+
+def test_an_interrupts_traceback_ends_in_the_users_code(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """As under ipykernel: the last frame is the user's line, also for %debug and %tb."""
+    manager, kc = kernel
+    code = (
+        "import time\ndef wait():\n    print('go', flush=True)\n    time.sleep(60)  # noqa: sleep-ok\nwait()"
+    )
+    reply = interrupt_once(manager, kc, code)
+    frames = [re.sub(r"\x1b\[[0-9;]*m", "", entry) for entry in reply["content"]["traceback"]]
+    frames = [entry for entry in frames if entry.lstrip().startswith(("File ", "Cell "))]
+    assert [frame.splitlines()[0] for frame in frames] == [
+        "Cell In[1], line 5",
+        "Cell In[1], line 4, in wait()",
+    ]
+    # The stored traceback (what %tb shows and %debug opens) ends there too.
+    stored = execute(kc, "import sys, traceback\nprint(traceback.extract_tb(sys.last_traceback)[-1].name)")
+    assert stored.stdout == "wait\n"
 
 
 BLOCKED_MAIN = """

@@ -9,11 +9,27 @@ to the cell that started it. The public routing API lives here::
     with threadline.route_to(threadline.RUNNING): ...  # whatever cell runs now
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from threadline.routing import RUNNING, Parent, bind, current_parent, route_to
+if TYPE_CHECKING:
+    from threadline.routing import RUNNING, Parent, bind, current_parent, route_to
 
 __version__ = "0.1.0"
+
+#: The routing API, imported on first use: ``python -m threadline`` imports this
+#: package first, and the kernel binds its sockets before it needs routing
+#: (see kernel/boot.py: every millisecond before the bind can cost the client a
+#: 100 ms reconnect tick).
+_ROUTING_NAMES = frozenset({"RUNNING", "Parent", "bind", "current_parent", "route_to"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ROUTING_NAMES:
+        from threadline import routing
+
+        return getattr(routing, name)
+    raise AttributeError(f"module 'threadline' has no attribute {name!r}")
+
 
 __all__ = ["RUNNING", "Parent", "__version__", "bind", "current_parent", "route_to", "set_comm_handling"]
 

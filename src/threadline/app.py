@@ -2,20 +2,28 @@
 
 threadline install [--user | --sys-prefix | --prefix PATH]
 python -m threadline -f CONNECTION_FILE       (what the kernelspec runs)
+threadline [--ip ADDRESS] [--encrypt]         (writes its own connection file)
 threadline --version
+
+The kernelspec declares CurveZMQ transport encryption (``"supported_encryption":
+["curve"]``) where this pyzmq's libzmq can do it; a kernel manager then writes
+the key pair into the connection file (see ``threadline.io.curve``). A kernel
+about to talk in plain text beyond this host says so at start, and what to do.
 """
 
 from __future__ import annotations
 
+# Only what launching needs before the sockets are bound (kernel/boot.py):
+# the rest is imported where it is used.
 import argparse
-import importlib.util
-import json
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import TextIO
+import time
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 from threadline import __version__
 
@@ -25,14 +33,26 @@ DISPLAY_NAME = "Python 3 (threadline)"
 
 def kernel_spec() -> dict[str, object]:
     """The kernel.json of the installed kernelspec."""
+    import importlib.util
+
+    from threadline.io import curve_available
+
+    metadata: dict[str, object] = {
+        # JupyterLab enables its debugger for a kernel only when its spec says so.
+        "debugger": importlib.util.find_spec("debugpy") is not None,
+    }
+    if curve_available():
+        # jupyter_client >= 8.9 provisions CurveZMQ keys only for a kernel that
+        # says it can use them (transport_encryption "auto"; "required" refuses
+        # any other). Declared only where this libzmq can encrypt.
+        metadata["supported_encryption"] = ["curve"]
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "python",
         "interrupt_mode": "signal",
         "env": {},
-        # JupyterLab enables its debugger for a kernel only when its spec says so.
-        "metadata": {"debugger": importlib.util.find_spec("debugpy") is not None},
+        "metadata": metadata,
     }
 
 
@@ -40,6 +60,10 @@ def install(
     *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
 ) -> str:
     """Write the kernelspec through jupyter_client; returns where it went."""
+    import json
+    import tempfile
+    from pathlib import Path
+
     from jupyter_client.kernelspec import KernelSpecManager
 
     spec = kernel_spec()
@@ -75,8 +99,17 @@ def configure_logging(stream: TextIO, level: str) -> None:
     logger.propagate = False
 
 
-def launch(args: argparse.Namespace) -> int:
-    from threadline.kernel.kernel import Kernel, KernelConfigError
+def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py).
+
+    ``ipython_options`` are the IPython-style options (``--Class.trait=value``,
+    ``--profile``...), applied with the profile's config files by
+    ``threadline.compat`` once IPython is imported.
+    """
+    entered = time.perf_counter()
+    from pathlib import Path
+
+    from threadline.kernel.boot import Boot, KernelConfigError
     from threadline.protocol import ConnectionInfo, LocalProtocolError
 
     if args.connection_file:
@@ -89,42 +122,109 @@ def launch(args: argparse.Namespace) -> int:
         except LocalProtocolError as exc:
             print(f"threadline: {path}: {exc}", file=sys.stderr)
             return 2
+        if args.encrypt and not connection.encrypted:
+            print(
+                "threadline: --encrypt is for a kernel that writes its own connection file; with -f "
+                "the keys come from the file (a kernel manager's transport_encryption). Ignored.",
+                file=sys.stderr,
+            )
     else:
         import secrets
 
         from jupyter_core.paths import jupyter_runtime_dir
 
-        connection = ConnectionInfo(ip=args.ip, key=secrets.token_hex(32), kernel_name=KERNEL_NAME)
+        public_key = secret_key = None
+        if args.encrypt:
+            from threadline.io.curve import CURVE_UNAVAILABLE_REASON, new_key_pair
+
+            if CURVE_UNAVAILABLE_REASON is not None:
+                print(f"threadline: cannot --encrypt: {CURVE_UNAVAILABLE_REASON}", file=sys.stderr)
+                return 2
+            public_key, secret_key = new_key_pair()
+        connection = ConnectionInfo(
+            ip=args.ip,
+            transport=args.transport,
+            key=secrets.token_hex(32),
+            kernel_name=KERNEL_NAME,
+            curve_publickey=public_key,
+            curve_secretkey=secret_key,
+        ).with_ports({channel: getattr(args, channel) for channel in CHANNEL_OPTIONS})
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        kernel = Kernel(
-            connection,
-            allow_empty_key=args.allow_empty_key,
-            max_message_size=args.max_message_size,
-            capture_fd=not args.no_capture_fd,
-            comm_handling=args.comm_handling,
-        )
+        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    boot.mark("main", entered)
+    boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
+
+    # IPython: the slow part of the start-up
+    from traitlets import TraitError
+
+    from threadline import compat
+    from threadline.kernel.kernel import Kernel
+
+    config, notes = compat.configure(ipython_options, connection_file=str(path.resolve()))
+    boot.mark("imports_done")
+    try:
+        kernel = Kernel(
+            connection,
+            capture_fd=not args.no_capture_fd and config.capture_fd_output,
+            comm_handling=args.comm_handling,
+            boot=boot,
+            shell_class=compat.ZMQInteractiveShell,
+            shell_options=config.shell_options(),
+        )
+    except TraitError as exc:
+        print(f"threadline: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    compat.attach(kernel, str(path.resolve()))
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
+    log = logging.getLogger("threadline.app")
+    exposure = bound.exposure_warning()
+    if exposure is not None:
+        log.warning("%s", exposure)
+    if bound.encrypted:
+        log.info("transport encryption: every socket is a CurveZMQ server")
+    for note in notes:
+        logging.getLogger("threadline.config").warning("%s", note)
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
+    config.run_startup(kernel.shell)
     return kernel.run()
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: ipykernel's port options (used when no connection file is given): option -> channel.
+CHANNEL_OPTIONS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. Without ``with_commands``: only the kernel's own options (for
+    ``parse_known_args``: every other word is an IPython-style option, see threadline.compat)."""
     parser = argparse.ArgumentParser(
         prog="threadline",
         description="A Jupyter kernel for Python in which every thread can print, display, "
-        "read input and drive widgets.",
+        "read input and drive widgets. IPython-style options (--Class.trait=value, --profile, "
+        "--matplotlib...) are accepted too; unknown ones are logged and ignored.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
     parser.add_argument("--ip", default="127.0.0.1", help="address to bind when no connection file is given")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="when no connection file is given: make a CurveZMQ key pair, encrypt every socket "
+        "with it, and write it into the connection file (for clients with jupyter_client >= 8.9)",
+    )
+    parser.add_argument(
+        "--transport", default="tcp", type=str.lower, choices=["tcp", "ipc"], help="without a connection file"
+    )
+    for channel in CHANNEL_OPTIONS:
+        parser.add_argument(f"--{channel}", type=int, default=0, help=f"{channel} port (no connection file)")
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
@@ -146,7 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="handle comm messages as they arrive, even while a cell runs (concurrent), "
         "or only between cells (serial)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    if not with_commands:
+        return parser
     sub = parser.add_subparsers(dest="command")
     installer = sub.add_parser("install", help="install the 'threadline' kernelspec")
     where = installer.add_mutually_exclusive_group()
@@ -159,10 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] != ["install"] and not {"-h", "--help", "--version"} & set(words):
+        # Launching a kernel: what is not ours goes to the IPython-style parser.
+        args, ipython_options = build_parser(with_commands=False).parse_known_args(words)
+        return launch(args, ipython_options)
+    args = build_parser().parse_args(words)
     if args.command == "install":
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
         print(f"Installed kernelspec {args.name} in {destination}")
+        from threadline.io.curve import CURVE_UNAVAILABLE_REASON
+
+        if CURVE_UNAVAILABLE_REASON is not None:
+            print(
+                "The kernelspec does not declare transport encryption (supported_encryption): "
+                f"{CURVE_UNAVAILABLE_REASON}. A manager with transport_encryption='required' will "
+                "refuse to start it.",
+                file=sys.stderr,
+            )
         return 0
-    return launch(args)
+    return launch(args, [])

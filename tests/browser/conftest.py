@@ -124,6 +124,20 @@ def _wait_until_ready(server: LabServer, process: subprocess.Popen[bytes], log: 
 # later test; and the JupyterLab server is not needed after these tests either.
 @pytest.fixture(scope="package")
 def lab_server(jupyter_environment: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    yield from _run_lab(tmp_path_factory, "jupyter-lab.log")
+
+
+@pytest.fixture(scope="package")
+def encrypted_lab_server(
+    jupyter_environment: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
+    """A second server whose kernels all get CurveZMQ keys (jupyter_server >= 2.20), or do not start."""
+    yield from _run_lab(
+        tmp_path_factory, "jupyter-lab-encrypted.log", "--MappingKernelManager.transport_encryption=required"
+    )
+
+
+def _run_lab(tmp_path_factory: pytest.TempPathFactory, log_name: str, *options: str) -> Iterator[LabServer]:
     _require_browser()
     root_dir = tmp_path_factory.mktemp("lab-root")
     settings = tmp_path_factory.mktemp("lab-settings")
@@ -152,11 +166,12 @@ def lab_server(jupyter_environment: Path, tmp_path_factory: pytest.TempPathFacto
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
+        *options,
     ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / "jupyter-lab.log"
+    log = ARTIFACTS / log_name
     server = LabServer(url=f"http://127.0.0.1:{port}", token=token, root_dir=root_dir)
     # The environment carries JUPYTER_PATH etc. from the session's jupyter_environment fixture.
     with log.open("wb") as log_file:

@@ -3,7 +3,10 @@
 The heartbeat must answer even while the IO thread is busy, so it does not
 share the IO thread's loop. It owns exactly one socket, in its own ZeroMQ
 context, and spends its life inside ``zmq.proxy`` (which runs in C without the
-GIL). ``stop`` terminates the context, which makes the proxy return.
+GIL). ``stop`` terminates the context, which makes the proxy return. With a
+Curve key pair in the connection file the socket is a Curve server like the
+others (``io/curve.py``): jupyter_client's heartbeat client connects with the
+kernel's public key as its server key.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 
 import zmq
 
+from threadline.io.curve import make_curve_server
 from threadline.protocol import ConnectionInfo
 
 
@@ -22,6 +26,7 @@ class Heartbeat:
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.linger = 0
+        make_curve_server(self._socket, connection)  # before bind
         if connection.hb_port == 0 and connection.transport == "tcp":
             self.port = self._socket.bind_to_random_port(f"tcp://{connection.ip}")
         else:

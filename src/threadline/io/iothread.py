@@ -32,6 +32,10 @@ mid-send (which lets ``zsend`` hand libzmq a whole message in one call) and
 a process-directed signal is always taken by some other thread; the kernel
 sees each one on its wake-up fd (``add_reader``) and makes sure it lands.
 
+With a Curve key pair in the connection file every socket is a CurveZMQ
+server before it binds (``io/curve.py``); libzmq encrypts below everything
+here, so nothing else in this loop knows or cares.
+
 Incoming messages that fail to decode are counted by reason, logged at a
 limited rate, and dropped; the loop goes on. An exception that escapes the loop
 itself is a bug: it is logged with its traceback and reported to ``on_fatal``
@@ -55,6 +59,7 @@ from typing import Any
 
 import zmq
 
+from threadline.io.curve import make_curve_server
 from threadline.io.outbox import CALL, Item, Outbox
 from threadline.io.zsend import ASYNC_SIGNALS, FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
@@ -203,6 +208,19 @@ class IOThread:
         self._readers[fd] = on_readable
         self._poller.register(fd, zmq.POLLIN)
 
+    def replace_handlers(
+        self,
+        dispatch: Dispatcher,
+        *,
+        on_subscribe: Callable[[bytes], None] | None,
+        on_fatal: Callable[[BaseException], None] | None,
+    ) -> None:
+        """Hand incoming messages, subscriptions and a fatal error to new handlers
+        from now on (the kernel taking over from its boot). IO thread only."""
+        if not self.is_io_thread():
+            raise IOThreadError("replace_handlers() is for the IO thread; use outbox.call_soon()")
+        self._dispatch, self._on_subscribe, self._on_fatal = dispatch, on_subscribe, on_fatal
+
     def receive_now(self, channel: str) -> None:
         """Read and dispatch everything ``channel`` holds right now. IO thread only."""
         if not self.is_io_thread():
@@ -257,6 +275,7 @@ class IOThread:
                 sock.setsockopt(zmq.SNDHWM, self._iopub_hwm)
                 sock.setsockopt(zmq.XPUB_NODROP, 1)  # never drop: say EAGAIN
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, for welcomes
+            make_curve_server(sock, info)  # before bind: see io/curve.py
             self._sockets[channel] = sock
             self._senders[channel] = FrameSender(sock)
             ports[channel] = _bind_socket(sock, info, channel)

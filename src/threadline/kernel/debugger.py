@@ -43,7 +43,6 @@ import ast
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import itertools
 import json
 import logging
@@ -60,6 +59,7 @@ from typing import Any, Final
 from IPython.core.compilerop import CachingCompiler
 
 from threadline.io import Sender
+from threadline.kernel.info import debugpy_available
 from threadline.protocol import JSONDict, Message
 from threadline.shell.interactive import ThreadlineShell
 
@@ -83,11 +83,6 @@ _STEPS: Final = frozenset({"continue", "next", "stepIn", "stepOut"})
 
 
 @functools.cache
-def debugpy_available() -> bool:
-    """Whether debugpy can be imported (it is an optional dependency)."""
-    return importlib.util.find_spec("debugpy") is not None
-
-
 # -- cell file names -----------------------------------------------------------------------
 
 

@@ -6,7 +6,9 @@ Threads: the IO thread (sockets; control requests, which never block, are
 answered right there, so interrupt, shutdown and kernel_info work while a cell
 runs), the heartbeat thread, and the main thread, which serves the shell
 channel (``ShellChannel``) and owns the main asyncio loop. Everything any
-thread sends goes through the IO thread's outbox.
+thread sends goes through the IO thread's outbox. The IO thread and the
+heartbeat are started by ``Boot`` (kernel/boot.py), before IPython is even
+imported; the kernel takes their handlers over at the end of ``start``.
 
 Shutdown is ordered so that nothing written is lost: the reply is queued; the
 shell loop is told to stop (a running cell is interrupted); when ``run``
@@ -33,9 +35,11 @@ import time
 from types import FrameType
 from typing import Any, TextIO
 
+from threadline import gui as gui_loops
 from threadline import routing
-from threadline.io import Heartbeat, IOThread, OutboxClosed, Sender
-from threadline.kernel import requests
+from threadline.io import OutboxClosed
+from threadline.kernel import info
+from threadline.kernel.boot import Boot, answer_at_once
 from threadline.kernel.comms import install_comms
 from threadline.kernel.debugger import Debugger
 from threadline.kernel.interrupts import InterruptDelivery
@@ -46,13 +50,13 @@ from threadline.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     ConnectionInfo,
     Message,
-    Session,
     error_content,
-    reply_type,
 )
 from threadline.routing import Parent
+from threadline.shell import pdb_prompt
+from threadline.shell.children import ChildOutput
 from threadline.shell.display import KernelLink
-from threadline.shell.fdcapture import FdCapture
+from threadline.shell.fdcapture import FdCapture, default_faulthandler_to
 from threadline.shell.interactive import ThreadlineShell
 from threadline.shell.streams import OutStream
 from threadline.shell.widgets import install_output_capture
@@ -64,8 +68,14 @@ log = logging.getLogger("threadline.kernel")
 FIRST_SUBSCRIBER_WAIT = 2.0
 
 
-class KernelConfigError(ValueError):
-    """The kernel cannot start with this configuration."""
+def _put_working_directory_on_path() -> None:
+    """``''`` on ``sys.path``, where IPython puts it (before site-packages), so a module
+    in the working directory (also after ``%cd``) imports. Not under ``python -P``."""
+    if "" in sys.path or sys.flags.safe_path:
+        return
+    packages = ("site-packages", "dist-packages")
+    index = next((i for i, path in enumerate(sys.path) if os.path.basename(path) in packages), 0)
+    sys.path.insert(index, "")
 
 
 class Kernel:
@@ -80,37 +90,28 @@ class Kernel:
         shutdown_timeout: float = 3.0,
         capture_fd: bool = True,
         comm_handling: str = "concurrent",
+        boot: Boot | None = None,
+        shell_class: type[ThreadlineShell] = ThreadlineShell,
+        shell_options: dict[str, Any] | None = None,
     ) -> None:
-        if not connection.key and not allow_empty_key:
-            raise KernelConfigError(
-                "the connection file has an empty key: messages would not be authenticated. "
-                "Pass --allow-empty-key to run without message signing."
-            )
-        self.session = Session(
-            connection.key.encode(),
-            connection.signature_scheme,
-            max_message_size=max_message_size,
-            username=os.environ.get("USER", "threadline"),
+        # ``boot``: the sockets, possibly bound and serving already (app.launch
+        # starts them before importing this module; see kernel/boot.py).
+        self.boot = boot or Boot(
+            connection, allow_empty_key=allow_empty_key, max_message_size=max_message_size
         )
-        self.io = IOThread(
-            connection,
-            self.session,
-            self._dispatch,
-            on_subscribe=self._welcome,
-            on_fatal=self._on_io_failure,
-        )
-        self.sender = Sender(self.session, self.io.outbox)
+        self.session, self.io, self.sender = self.boot.session, self.boot.io, self.boot.sender
         self.shutdown_timeout = shutdown_timeout
-        self.supported_features: list[str] = ["kernel subshells"]
+        self.supported_features: list[str] = list(info.SUPPORTED_FEATURES)
         self.comm_handling = "concurrent"
         self.set_comm_handling(comm_handling)
         self.exit_code = 0
-        self._heartbeat: Heartbeat | None = None
         self._capture_fd = capture_fd
         self._captures: list[FdCapture] = []
         #: Where the kernel's own log should go: the process's original stderr.
         self.log_stream: TextIO = sys.__stderr__ or sys.stderr
-        self._loop = asyncio.new_event_loop()
+        # The main loop's idle wait runs a GUI toolkit's loop when %gui enables one.
+        self._loop = gui_loops.MainLoop()
+        gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -120,19 +121,27 @@ class Kernel:
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
+        self.children = ChildOutput(self.sender, (self.stdout, self.stderr))
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
-        self.shell = ThreadlineShell.create(self.link)
+        self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.interrupts = InterruptDelivery(self.io)
+        self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
+        self.boot.mark("shell_built")
+
+    @property
+    def startup_marks(self) -> dict[str, float]:
+        """When each phase of the start-up ended (``time.perf_counter``; see kernel/boot.py)."""
+        return dict(self.boot.marks)
 
     def _make_channel(self, subshell_id: str | None) -> ShellChannel:
         return ShellChannel(
@@ -157,26 +166,53 @@ class Kernel:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> ConnectionInfo:
-        """Bind the sockets and start the IO and heartbeat threads. Returns the bound ports."""
+        """Bind the sockets (unless booted already), start serving. Returns the bound ports."""
         routing.install_thread_propagation()
         install_output_capture()
-        connection = self.io.start()
-        self._heartbeat = Heartbeat(connection)
-        self._heartbeat.start()
-        connection = connection.with_ports({"hb": self._heartbeat.port})
+        connection = self.boot.start()
         self.comm_worker.start()
         sys.stdout, sys.stderr = self.stdout, self.stderr
         if self._capture_fd:
             self._captures = [FdCapture(1, self.stdout), FdCapture(2, self.stderr)]
             self.stdout.fallback = self._captures[0].original
             self.stderr.fallback = self.log_stream = self._captures[1].original
+            self.stdout.fd, self.stderr.fd = 1, 2  # fileno(): what a subprocess or faulthandler writes to
+        # A fatal error's traceback would die with the capture pipe's reader: the log keeps it.
+        default_faulthandler_to(self.log_stream)
+        self.children.start()
+        os.register_at_fork(after_in_child=self._forget_in_child)
+        _put_working_directory_on_path()
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
+        pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
-        self.shell.run_startup_files()
         atexit.register(self.close)
         self._watch_parent()
+        # From here on the IO thread hands every message to this kernel,
+        # starting with those that arrived while it was being built.
+        self.boot.hand_over(
+            self._dispatch,
+            self._welcome,
+            self._on_io_failure,
+            first_subscriber_seen=self._release_held_shell,
+        )
         return connection
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
+
+        The child's stdout and stderr go to ``self.children`` (see
+        ``threadline.shell.children``); anything else it tries to send is refused.
+        """
+        self._closed = True
+        self.io.outbox.forget_after_fork()
+        # The signal handlers and the wake-up fd are the kernel's too: a signal
+        # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
+        # wake-up socket, which the kernel would take for its own signal.
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM (main thread): shut down in order, as for a shutdown_request."""
@@ -215,6 +251,7 @@ class Kernel:
         """
         loop = self._loop
         asyncio.set_event_loop(loop)
+        self.boot.mark("serving")
         try:
             self.channel.serve()
         finally:
@@ -239,6 +276,11 @@ class Kernel:
         self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
 
+    def _wake_main_loop(self) -> None:
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+            self._loop.call_soon_threadsafe(lambda: None)
+
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
         main thread) and every subshell's."""
@@ -255,14 +297,15 @@ class Kernel:
             if self._closed:
                 return
             self._closed = True
+        self.children.close()
         for capture in self._captures:
             capture.close()
         self.stdout.flush_all()
         self.stderr.flush_all()
         if not self.io.stop(timeout=self.shutdown_timeout):
             log.warning("some messages could not be delivered before the sockets closed")
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        if self.boot.heartbeat is not None:
+            self.boot.heartbeat.stop()
         self.interrupts.close()
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         self._close_done.set()
@@ -334,7 +377,8 @@ class Kernel:
         if subshell_id is not None:
             target = self.subshells.get(subshell_id)
             if target is None:
-                self._answer_at_once(
+                answer_at_once(
+                    self.sender,
                     "shell",
                     message,
                     error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}"),
@@ -346,23 +390,9 @@ class Kernel:
         elif message.msg_type == "kernel_info_request" and self.channel.idle:
             # Nothing is queued or running on the main shell, so answering here,
             # as control requests are, keeps the order and saves two thread hops.
-            self._answer_at_once("shell", message, requests.kernel_info(self.shell, self.supported_features))
+            answer_at_once(self.sender, "shell", message, info.kernel_info(self.supported_features))
         else:
             self.channel.post_request(message)
-
-    def _answer_at_once(self, channel: str, message: Message, reply: dict[str, Any]) -> None:
-        """IO thread: busy, reply, idle -- for requests answered without a shell."""
-        parent = message.parent_part
-        self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
-        self.sender.send(
-            channel,
-            reply_type(message.msg_type),
-            reply,
-            parent=parent,
-            identities=message.identities,
-            metadata={"status": reply["status"]},
-        )
-        self.sender.publish("status", {"execution_state": "idle"}, parent=parent)
 
     def _control(self, channel: str, message: Message) -> None:
         """IO thread: answer a control request at once, even while cells run."""
@@ -372,7 +402,7 @@ class Kernel:
             self.debugger.handle(message)  # busy, reply and idle come from the debugger thread
             return
         if kind == "kernel_info_request":
-            reply = requests.kernel_info(self.shell, self.supported_features)
+            reply = info.kernel_info(self.supported_features)
         elif kind == "shutdown_request":
             reply["restart"] = bool(content.get("restart", False))
         elif kind == "interrupt_request":
@@ -388,7 +418,7 @@ class Kernel:
         else:
             log.warning("unknown control request %r", kind)
             reply = error_content("NotImplementedError", f"{kind} is not supported")
-        self._answer_at_once(channel, message, reply)
+        answer_at_once(self.sender, channel, message, reply)
         if kind == "shutdown_request":
             self.request_shutdown(restart=reply["restart"])
 
@@ -466,5 +496,6 @@ class Kernel:
     def _flush_parent(self, parent: Parent | None) -> None:
         for capture in self._captures:
             capture.sync()
+        self.children.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)

@@ -7,66 +7,18 @@ socket; the caller sends the reply.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
-from threadline import __version__
-from threadline.kernel.debugger import debugpy_available
-from threadline.protocol import PROTOCOL_VERSION
+from threadline.kernel import info
 from threadline.shell.interactive import ThreadlineShell
-
-HELP_LINKS = [
-    {"text": "Python Reference", "url": "https://docs.python.org/3/"},
-    {"text": "IPython Reference", "url": "https://ipython.readthedocs.io/en/stable/"},
-    {"text": "threadline", "url": "https://pypi.org/project/threadline/"},
-]
 
 
 def kernel_info(shell: ThreadlineShell, supported_features: list[str]) -> dict[str, Any]:
-    """The kernel_info_reply content. It does not change while the kernel runs,
-    so it is built once (looking debugpy up alone costs ~30 us)."""
-    key = tuple(supported_features)
-    cached = _KERNEL_INFO.get(key)
-    if cached is None:
-        cached = _KERNEL_INFO[key] = _build_kernel_info(supported_features)
-    return cached
-
-
-_KERNEL_INFO: dict[tuple[str, ...], dict[str, Any]] = {}
-
-
-def _build_kernel_info(supported_features: list[str]) -> dict[str, Any]:
-    version = ".".join(str(part) for part in sys.version_info[:3])
-    return {
-        "status": "ok",
-        "protocol_version": PROTOCOL_VERSION,
-        "implementation": "threadline",
-        "implementation_version": __version__,
-        "language_info": {
-            "name": "python",
-            "version": version,
-            "mimetype": "text/x-python",
-            "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
-            "pygments_lexer": "ipython3",
-            "nbconvert_exporter": "python",
-            "file_extension": ".py",
-        },
-        "banner": (
-            f"Python {sys.version.split()[0]} -- threadline {__version__} (IPython {_ipython_version()})"
-        ),
-        "help_links": HELP_LINKS,
-        "debugger": debugpy_available(),
-        "supported_features": list(supported_features),
-    }
-
-
-def _ipython_version() -> str:
-    import IPython
-
-    return str(IPython.__version__)
+    """The kernel_info_reply content (see ``kernel.info``: it does not need the shell)."""
+    return info.kernel_info(supported_features)
 
 
 def complete(shell: ThreadlineShell, content: dict[str, Any]) -> dict[str, Any]:

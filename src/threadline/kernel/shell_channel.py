@@ -20,11 +20,11 @@ thread waits *inside* the loop (``_next_request``, the one idle wait), so
 tasks that cells started keep running while the kernel is idle, and while a
 later cell awaits.
 
-A cell that raises with ``stop_on_error`` aborts the requests that were queued
-before its reply. To know exactly which, the kernel asks the IO thread -- before
-the error reply goes out -- to read everything the shell socket holds and then
-post an ``ABORT_END`` marker; every request dequeued before the marker gets an
-``aborted`` reply.
+A cell that raises with ``stop_on_error`` aborts the execute requests that were
+queued before its reply (other requests are answered as usual). To know exactly
+which, the kernel asks the IO thread -- before the error reply goes out -- to
+read everything the shell socket holds and then post an ``ABORT_END`` marker;
+every execute request dequeued before the marker gets an ``aborted`` reply.
 
 Interrupts: SIGINT lands on the main thread (``kernel.interrupts`` makes sure
 it does). While a synchronous cell runs (a plain one, ``asyncio.run`` inside
@@ -230,8 +230,12 @@ class ShellChannel:
         token = routing.set_origin(parent)
         try:
             self._status("busy", parent)
-            if self._aborting:
-                self._reply(message, {"status": "aborted"})
+            if self._aborting and message.msg_type == "execute_request":
+                # Only executions are aborted: kernel_info, completion, inspection...
+                # queued behind a failed cell are answered as usual (as in ipykernel).
+                # The cell never ran, so it has no count: null, which front ends
+                # show as a blank prompt (see docs/compatibility.md).
+                self._reply(message, {"status": "aborted", "execution_count": None})
             elif message.msg_type == "execute_request":
                 self._execute(message, parent)  # flushes every stream before its reply
             else:
@@ -307,6 +311,8 @@ class ShellChannel:
 
         error = shell.take_last_error()
         failed = result.error_before_exec is not None or result.error_in_exec is not None
+        # A result that could not be shown (its formatter raised) fails the cell too.
+        failed = shell.take_displayhook_failure() or failed
         reply: dict[str, Any]
         if failed:
             if error is None:

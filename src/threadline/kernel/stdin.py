@@ -80,6 +80,9 @@ class StdinRouter:
                     header=header,
                 )
                 wait(slot.event)
+            except KeyboardInterrupt:
+                # The prompt is withdrawn (a late reply is ignored); the message is ipykernel's.
+                raise KeyboardInterrupt("Interrupted by user") from None
             finally:
                 self._slots.pop(header["msg_id"], None)
             return slot.value

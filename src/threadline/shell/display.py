@@ -95,6 +95,11 @@ class JupyterDisplayHook(DisplayHook):  # type: ignore[misc]
             "metadata": {},
         }
 
+    @property
+    def formatting(self) -> bool:
+        """Whether this thread is between start and finish of showing a cell's result."""
+        return getattr(self._pending, "content", None) is not None
+
     def write_output_prompt(self) -> None:
         pass  # the front end draws the prompt from execution_count
 

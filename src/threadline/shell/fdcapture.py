@@ -14,16 +14,25 @@ follows the stream's routing fallback (the most recent execute request).
 
 The kernel's own log must not go into the pipe: ``original`` is a text file on
 a duplicate of the original descriptor, for logging and for last-resort output.
+
+``faulthandler`` is the one writer that must not use the pipe by default: it
+writes a fatal error's traceback as the process dies, and the pump dies with
+it, so the pipe's content would be lost. ``default_faulthandler_to`` makes
+``faulthandler.enable()`` and ``register()`` without a file write to the
+kernel's log (the terminal or the server's log, which outlive the kernel), as
+ipykernel does; ``dump_traceback()`` keeps its default, ``sys.stderr``, whose
+``fileno()`` is the pipe, so a traceback dumped on purpose shows in the cell.
 """
 
 from __future__ import annotations
 
 import codecs
 import ctypes
+import faulthandler
 import os
 import select
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from threadline.shell.streams import OutStream
 
@@ -32,6 +41,24 @@ try:
     _libc = ctypes.CDLL(None)
 except OSError:  # no C library to flush
     _libc = None
+
+
+def default_faulthandler_to(file: TextIO) -> None:
+    """``faulthandler.enable()``/``register()`` without a ``file`` write to ``file``."""
+    enable, register = faulthandler.enable, getattr(faulthandler, "register", None)
+
+    def enable_to_log(file: Any = file, all_threads: bool = True) -> None:
+        enable(file=file, all_threads=all_threads)
+
+    faulthandler.enable = enable_to_log
+    if register is not None:
+
+        def register_to_log(
+            signum: int, file: Any = file, all_threads: bool = True, chain: bool = False
+        ) -> None:
+            register(signum, file=file, all_threads=all_threads, chain=chain)
+
+        faulthandler.register = register_to_log
 
 
 def flush_c_stdio() -> None:

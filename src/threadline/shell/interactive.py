@@ -14,7 +14,6 @@ is kept thread-locally for the execute reply.
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import sys
 import threading
@@ -28,6 +27,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance, Type, default
 
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
+from threadline.shell.tracebacks import trim_interrupt
 
 
 class KernelExitAutocall(ExitAutocall):  # type: ignore[misc]
@@ -92,27 +92,10 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     system = InteractiveShell.system_piped
 
     def enable_gui(self, gui: str | None = None) -> None:
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported by threadline")
+        """``%gui NAME`` / ``%matplotlib NAME``: run that toolkit's loop while the kernel is idle."""
+        from threadline import gui as gui_loops
 
-    def run_startup_files(self) -> None:
-        """Run ``$PYTHONSTARTUP`` and the profile's ``startup/*.py`` / ``*.ipy``, as IPython does.
-
-        Their output has no cell to go to yet; it goes to the kernel's log.
-        """
-        files: list[str] = []
-        python_startup = os.environ.get("PYTHONSTARTUP")
-        if python_startup and os.path.isfile(python_startup):
-            files.append(python_startup)
-        startup_dir = self.profile_dir.startup_dir
-        files += sorted(
-            glob.glob(os.path.join(startup_dir, "*.py")) + glob.glob(os.path.join(startup_dir, "*.ipy"))
-        )
-        for path in files:
-            if path.endswith(".ipy"):
-                self.safe_execfile_ipy(path)
-            else:
-                self.safe_execfile(path, self.user_ns, raise_exceptions=False, shell_futures=True)
+        gui_loops.enable(gui)
 
     # -- errors ---------------------------------------------------------------------
 
@@ -120,17 +103,23 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     interrupting_async_cell = Bool(False)
 
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
-        """IPython's, except that an interrupted async cell shows ``KeyboardInterrupt``.
+        """IPython's, except for interrupts: they show ``KeyboardInterrupt`` ending in the user's code.
 
         An interrupt cancels an async cell's task (or its trio cancel scope);
         IPython catches the resulting ``CancelledError`` (``trio.Cancelled``) in
         the cell like any other exception. The user asked for an interrupt, so
-        that is what they see (and what the reply says).
+        that is what they see (and what the reply says). The kernel's own frames
+        (its SIGINT handler, its ``input()``) are cut off an interrupt's
+        traceback (``shell/tracebacks.py``).
         """
-        value = sys.exc_info()[1] if exc_tuple is None else exc_tuple[1]
+        etype, value, tb = sys.exc_info() if exc_tuple is None else exc_tuple
         if self.interrupting_async_cell and _is_cancellation(value):
-            interrupt = KeyboardInterrupt()
-            exc_tuple = (KeyboardInterrupt, interrupt, value.__traceback__)
+            etype, value = KeyboardInterrupt, KeyboardInterrupt()
+        if isinstance(value, KeyboardInterrupt):
+            # Ends in the user's code, not in the kernel's handler (see shell/tracebacks.py).
+            trim_interrupt(tb)
+        if value is not None:
+            exc_tuple = (etype, value, tb)
         super().showtraceback(exc_tuple, *args, **kwargs)
 
     def _showtraceback(self, etype: type[BaseException], evalue: BaseException, stb: list[str]) -> None:
@@ -140,6 +129,9 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             "traceback": list(stb),
         }
         self._errors.last = content
+        if getattr(self.displayhook, "formatting", False):
+            # The cell's result could not be shown: the cell failed (as in ipykernel 7.3+).
+            self._errors.in_displayhook = True
         _require_link(self).publish("error", content)
 
     def take_last_error(self) -> dict[str, Any] | None:
@@ -147,6 +139,12 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         error: dict[str, Any] | None = getattr(self._errors, "last", None)
         self._errors.last = None
         return error
+
+    def take_displayhook_failure(self) -> bool:
+        """Whether showing a cell's result on this thread failed since the last call."""
+        failed = bool(getattr(self._errors, "in_displayhook", False))
+        self._errors.in_displayhook = False
+        return failed
 
     # -- payloads -------------------------------------------------------------------
 

@@ -122,6 +122,8 @@ class OutStream(io.TextIOBase):
         self.chunk_size = chunk_size
         #: Where text goes once the kernel can no longer send (its own log).
         self.fallback = fallback
+        #: The file descriptor captured into this stream, if any (``fileno()``).
+        self.fd: int | None = None
         self._local = threading.local()
         self._buffers: dict[int, _ThreadBuffer] = {}
         self._timer_armed = False
@@ -143,6 +145,13 @@ class OutStream(io.TextIOBase):
 
     def isatty(self) -> bool:
         return False
+
+    def fileno(self) -> int:
+        """The captured descriptor: what is written to it shows here too (a
+        subprocess given ``stdout=sys.stdout``, ``faulthandler.dump_traceback()``)."""
+        if self.fd is None:
+            raise io.UnsupportedOperation("fileno")
+        return self.fd
 
     def write(self, text: str) -> int:
         # The hot path of every print(): no lock, few attribute lookups.

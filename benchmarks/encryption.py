@@ -1,0 +1,156 @@
+"""What CurveZMQ transport encryption costs: comm throughput and request round trips.
+
+Theory of operation
+-------------------
+Four kernels run side by side for the whole measurement: threadline and
+ipykernel, each plain and encrypted (the manager provisions Curve keys with
+``transport_encryption="required"``; the raw client's sockets are Curve clients
+-- ``harness.KernelHandle(encrypted=True)``). Each repetition runs the existing
+``comms`` scenario (4 threads x N comm messages) and then the ``roundtrip``
+scenario on every kernel, rotating which kernel goes first, so that the
+machine's drifting load falls on all four. The ratios that answer the question
+are computed from medians of the same run:
+
+* threadline encrypted / threadline plain -- what encryption costs threadline;
+* threadline encrypted / ipykernel encrypted -- the encrypted kernels compared;
+* ipykernel encrypted / ipykernel plain -- for reference, the same cost there.
+
+    .venv/bin/python -m benchmarks.run --only encryption --reps 3
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchmarks.harness import KernelHandle, median
+from benchmarks.scenarios import Sizes, run_comms, run_roundtrip
+
+#: The kernels this needs (both can encrypt; ``harness.ENCRYPTING``).
+KINDS = frozenset({"threadline", "ipykernel"})
+
+CONFIGS: tuple[tuple[str, bool], ...] = (
+    ("threadline", False),
+    ("threadline", True),
+    ("ipykernel", True),
+    ("ipykernel", False),
+)
+
+#: metric -> (unit, which way is better, the scenario's own key)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "comms_msg_s": ("msg/s", "higher", "throughput"),
+    "comms_lost": ("msgs", "lower", "lost"),
+    "execute_median_ms": ("ms", "lower", "execute_median_ms"),
+    "execute_p99_ms": ("ms", "lower", "execute_p99_ms"),
+    "kernel_info_median_ms": ("ms", "lower", "kernel_info_median_ms"),
+}
+
+RATIOS = (
+    ("threadline+curve / threadline", "threadline+curve", "threadline"),
+    ("threadline+curve / ipykernel+curve", "threadline+curve", "ipykernel+curve"),
+    ("ipykernel+curve / ipykernel", "ipykernel+curve", "ipykernel"),
+)
+
+
+def label(kind: str, encrypted: bool) -> str:
+    return f"{kind}+curve" if encrypted else kind
+
+
+def run(sizes: Sizes) -> dict[str, Any]:
+    """All repetitions, four kernels interleaved; raw values, medians and ratios."""
+    labels = [label(*config) for config in CONFIGS]
+    values: dict[str, list[dict[str, float]]] = {name: [] for name in labels}
+    errors: list[str] = []
+    handles: dict[str, KernelHandle] = {}
+    try:
+        for kind, encrypted in CONFIGS:
+            handle = KernelHandle(kind, encrypted=encrypted)
+            handles[label(kind, encrypted)] = handle
+            handle.start()
+            handle.wait_ready()
+            handle.execute("pass")
+        for rep in range(sizes.reps):
+            order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
+            runs: dict[str, dict[str, float]] = {name: {} for name in labels}
+            for scenario in (run_comms, run_roundtrip):
+                for name in order:
+                    try:
+                        runs[name].update(scenario(handles[name], sizes))
+                    except Exception as exc:
+                        errors.append(f"{name} rep {rep + 1} {scenario.__name__}: {exc!r}")
+            for name in labels:
+                got = runs[name]
+                picked = {metric: got[key] for metric, (_, _, key) in METRICS.items() if key in got}
+                values[name].append(picked)
+                shown = ", ".join(f"{metric}={_fmt(value)}" for metric, value in values[name][-1].items())
+                print(f"  encryption rep {rep + 1} {name}: {shown}", flush=True)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return summarise(values, errors)
+
+
+def summarise(values: dict[str, list[dict[str, float]]], errors: list[str]) -> dict[str, Any]:
+    medians: dict[str, dict[str, float]] = {}
+    ranges: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, runs in values.items():
+        medians[name], ranges[name] = {}, {}
+        for metric in METRICS:
+            series = [run[metric] for run in runs if metric in run]
+            if series:
+                medians[name][metric] = median(series)
+                ranges[name][metric] = (min(series), max(series))
+    ratios: dict[str, dict[str, float]] = {}
+    for title, top, bottom in RATIOS:
+        ratios[title] = {
+            metric: medians[top][metric] / medians[bottom][metric]
+            for metric in ("comms_msg_s", "execute_median_ms", "execute_p99_ms", "kernel_info_median_ms")
+            if medians.get(top, {}).get(metric) and medians.get(bottom, {}).get(metric)
+        }
+    return {"values": values, "medians": medians, "ranges": ranges, "ratios": ratios, "errors": errors}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print("\nencryption: CurveZMQ's cost (medians [min-max] of the same run)")
+    names = list(result["medians"])
+    print(f"  {'metric':34}" + "".join(f"{name:>28}" for name in names))
+    for metric, (unit, better, _) in METRICS.items():
+        cells = []
+        for name in names:
+            value = result["medians"][name].get(metric)
+            low, high = result["ranges"][name].get(metric, (float("nan"), float("nan")))
+            cells.append("-" if value is None else f"{_fmt(value)} [{_fmt(low)}-{_fmt(high)}]")
+        print(f"  {f'{metric} ({unit}, {better})':34}" + "".join(f"{cell:>28}" for cell in cells))
+    for title, row in result["ratios"].items():
+        shown = ", ".join(f"{metric} {value:.2f}" for metric, value in row.items())
+        print(f"  {title:36} {shown}")
+    for error in result["errors"]:
+        print(f"  ERROR {error}")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    names = list(result["medians"])
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for metric, (unit, better, _) in METRICS.items():
+        cells = []
+        for name in names:
+            value = result["medians"][name].get(metric)
+            low, high = result["ranges"][name].get(metric, (0.0, 0.0))
+            cells.append("-" if value is None else f"{_fmt(value)} [{_fmt(low)}-{_fmt(high)}]")
+        lines.append(f"| {metric} ({unit}, {better} is better) | " + " | ".join(cells) + " |")
+    lines += ["", "| ratio of medians | " + " | ".join(result["ratios"]) + " |"]
+    lines.append("|---|" + "---|" * len(result["ratios"]))
+    for metric in ("comms_msg_s", "execute_median_ms", "execute_p99_ms", "kernel_info_median_ms"):
+        cells = [f"{row[metric]:.2f}" if metric in row else "-" for row in result["ratios"].values()]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"

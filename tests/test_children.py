@@ -1,0 +1,285 @@
+"""Child processes' output, through a real kernel: whole lines, in the cell that started them.
+
+Stress size and invariant, for each way of starting children: 4 children x 200
+lines of ``child C line L`` + 40 x, written at the same time; the cell receives
+every one of the 800 lines exactly once, whole (nothing else on its line), each
+child's lines in order, and nothing else. Plus: a child's traceback; a child
+that outlives its cell (its line still carries the first cell's msg_id while a
+later cell runs); faulthandler; ``''`` on sys.path after ``%cd``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+
+from tests.kernel_helpers import (
+    collect_until_idle,
+    execute,
+    get_reply,
+    start_kernel_logged,
+    stop_kernel,
+    wait_for_exit,
+)
+
+CHILDREN, LINES = 4, 200
+PAD = "x" * 40
+LINE = re.compile(rf"child (\d+) line (\d+) {PAD}")
+
+#: A module the children run: spawned children import their target by name.
+WORKER_MODULE = f"""
+import sys
+
+def write_lines(child, lines={LINES}):
+    for line in range(lines):
+        print(f"child {{child}} line {{line}} {PAD}")
+
+def task(child):
+    write_lines(child)
+    return child
+
+def fail(child):
+    raise ValueError(f"boom in child {{child}}")
+"""
+
+
+@pytest.fixture
+def worker_dir(tmp_path: Path) -> Path:
+    (tmp_path / "children_worker.py").write_text(WORKER_MODULE)
+    return tmp_path
+
+
+def _import_worker(kc: BlockingKernelClient, worker_dir: Path) -> None:
+    code = f"import sys\nsys.path.insert(0, {str(worker_dir)!r})\nimport children_worker"
+    assert execute(kc, code).content["status"] == "ok"
+
+
+def assert_whole_lines(stdout: str, children: int = CHILDREN, lines: int = LINES) -> None:
+    """Every expected line exactly once and whole, each child's in order, nothing else."""
+    seen: dict[int, list[int]] = defaultdict(list)
+    for text in stdout.splitlines():
+        match = LINE.fullmatch(text)
+        assert match is not None, f"a broken or foreign line: {text!r}"
+        seen[int(match[1])].append(int(match[2]))
+    assert sorted(seen) == list(range(children)), sorted(seen)
+    for child, numbers in seen.items():
+        assert numbers == list(range(lines)), f"child {child}: {len(numbers)} lines, out of order or lost"
+
+
+def test_forked_processes_lines_whole(kc: BlockingKernelClient) -> None:
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        def write_lines(child):
+            for line in range({LINES}):
+                print(f"child {{child}} line {{line}} {PAD}")
+        processes = [mp.get_context("fork").Process(target=write_lines, args=(c,)) for c in range({CHILDREN})]
+        for p in processes: p.start()
+        for p in processes: p.join()
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+def test_os_fork_children_lines_whole(kc: BlockingKernelClient) -> None:
+    code = textwrap.dedent(f"""
+        import os
+        pids = []
+        for child in range({CHILDREN}):
+            pid = os.fork()
+            if pid == 0:
+                for line in range({LINES}):
+                    print(f"child {{child}} line {{line}} {PAD}")
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids: os.waitpid(pid, 0)
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_processes_lines_whole(kc: BlockingKernelClient, worker_dir: Path, method: str) -> None:
+    _import_worker(kc, worker_dir)
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        context = mp.get_context({method!r})
+        target = children_worker.write_lines
+        processes = [context.Process(target=target, args=(c,)) for c in range({CHILDREN})]
+        for p in processes: p.start()
+        for p in processes: p.join()
+    """)
+    result = execute(kc, code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_process_pool_tasks_land_in_the_submitting_cell(
+    kc: BlockingKernelClient, worker_dir: Path, method: str
+) -> None:
+    """The same pool serves two cells: each cell gets exactly its own tasks' lines."""
+    _import_worker(kc, worker_dir)
+    start = textwrap.dedent(f"""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor({CHILDREN}, mp_context=mp.get_context({method!r}))
+    """)
+    assert execute(kc, start).content["status"] == "ok"
+    run = f"assert sorted(pool.map(children_worker.task, range({CHILDREN}))) == list(range({CHILDREN}))"
+    for _ in range(2):
+        result = execute(kc, run, timeout=120)
+        assert result.content["status"] == "ok", result.content
+        assert_whole_lines(result.stdout)
+    assert execute(kc, "pool.shutdown()").content["status"] == "ok"
+
+
+def test_multiprocessing_pool_tasks_land_in_the_submitting_cell(kc: BlockingKernelClient) -> None:
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        def task(child):
+            for line in range({LINES}):
+                print(f"child {{child}} line {{line}} {PAD}")
+            return child
+        with mp.get_context("fork").Pool({CHILDREN}) as pool:
+            assert pool.map(task, range({CHILDREN})) == list(range({CHILDREN}))
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_childs_traceback_is_shown(kc: BlockingKernelClient, worker_dir: Path, method: str) -> None:
+    _import_worker(kc, worker_dir)
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        p = mp.get_context({method!r}).Process(target=children_worker.fail, args=(7,), name="failing")
+        p.start(); p.join()
+        print("exit code", p.exitcode)
+    """)
+    result = execute(kc, code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    assert "exit code 1" in result.stdout
+    assert "Process failing:\nTraceback (most recent call last):" in result.stderr
+    assert "ValueError: boom in child 7\n" in result.stderr
+
+
+def test_a_failing_pool_task_shows_its_remote_traceback(kc: BlockingKernelClient, worker_dir: Path) -> None:
+    _import_worker(kc, worker_dir)
+    code = textwrap.dedent("""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
+            pool.submit(children_worker.fail, 3).result()
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "error"
+    assert result.content["ename"] == "ValueError"
+    traceback = "\n".join(result.content["traceback"])
+    assert "_RemoteTraceback" in traceback
+    assert 'raise ValueError(f"boom in child {child}")' in traceback
+
+
+def test_a_child_that_outlives_its_cell_lands_in_its_cell(kc: BlockingKernelClient) -> None:
+    """The child writes only when the second cell tells it to: its line carries the first cell's id."""
+    first = textwrap.dedent("""
+        import multiprocessing as mp
+        go = mp.get_context("fork").Event()
+        def later():
+            go.wait()
+            print("from the first cell's child")
+            print("and its partial line", end="")
+        child = mp.get_context("fork").Process(target=later)
+        child.start()
+    """)
+    first_id = kc.execute(first)
+    assert get_reply(kc, first_id)["content"]["status"] == "ok"
+    collect_until_idle(kc, first_id)
+    second_id = kc.execute("go.set(); child.join(); print('second cell')")
+    messages: list[dict[str, Any]] = []
+    while True:
+        message = kc.get_iopub_msg(timeout=30)
+        messages.append(message)
+        parent = message["parent_header"].get("msg_id")
+        if parent == second_id and message["content"].get("execution_state") == "idle":
+            break
+    assert get_reply(kc, second_id)["content"]["status"] == "ok"
+
+    def text(msg_id: str) -> str:
+        return "".join(
+            m["content"]["text"]
+            for m in messages
+            if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
+        )
+
+    assert text(first_id) == "from the first cell's child\nand its partial line"
+    assert text(second_id) == "second cell\n"
+
+
+def test_spawned_python_subprocess_output_reaches_the_cell(kc: BlockingKernelClient) -> None:
+    code = textwrap.dedent(f"""
+        import os, subprocess, sys
+        subprocess.run([sys.executable, "-c", "print('from subprocess.run')"], check=True)
+        os.system({sys.executable!r} + ' -c "print(123 * 3)"')
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout == "from subprocess.run\n369\n"
+
+
+def test_child_display_is_refused_clearly_not_hung(kc: BlockingKernelClient) -> None:
+    """A forked child cannot use the kernel's sockets: display() there fails with a clear message."""
+    code = textwrap.dedent("""
+        import multiprocessing as mp
+        from IPython.display import display
+        def show():
+            try:
+                display({"a": 1}, raw=True)
+            except RuntimeError as error:
+                print("refused:", error)
+        p = mp.get_context("fork").Process(target=show); p.start(); p.join()
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert "refused: a child process cannot send through the kernel's sockets" in result.stdout
+
+
+def test_faulthandler_works_in_a_cell(kc: BlockingKernelClient) -> None:
+    code = "import faulthandler\nfaulthandler.enable()\nprint(faulthandler.is_enabled())\n"
+    code += "faulthandler.dump_traceback()"
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout == "True\n"
+    assert "most recent call first" in result.stderr
+    assert 'File "<ipython-input' in result.stderr or "<module>" in result.stderr
+
+
+def test_a_fatal_error_traceback_goes_to_the_kernel_log(tmp_path: Path) -> None:
+    """faulthandler.enable() in a cell, then a segfault: the traceback survives in the kernel's log."""
+    log = tmp_path / "kernel.log"
+    manager, kc = start_kernel_logged(log)
+    try:
+        kc.execute("import ctypes, faulthandler\nfaulthandler.enable()\nctypes.string_at(0)")
+        assert wait_for_exit(manager) is not None
+    finally:
+        stop_kernel(manager, kc)
+    text = log.read_text()
+    assert "Fatal Python error: Segmentation fault" in text
+    assert "most recent call first" in text
+
+
+def test_cd_then_import_from_that_directory(kc: BlockingKernelClient, tmp_path: Path) -> None:
+    (tmp_path / "module_in_that_dir.py").write_text("VALUE = 42\n")
+    result = execute(kc, f"%cd {tmp_path}\nimport module_in_that_dir\nprint(module_in_that_dir.VALUE)")
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout.endswith("42\n")
+    assert execute(kc, "import sys; print('' in sys.path)").stdout == "True\n"
