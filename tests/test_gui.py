@@ -451,3 +451,13 @@ def test_widgets_answer_with_a_gui_on(gui_kc: BlockingKernelClient, handling: st
     wait_for_line(gui_kc, "slider moved to 7")
     shown = ok(gui_kc, "print(slider.value, ticks >= 50)")
     assert shown.strip().endswith("7 True"), shown
+
+
+def test_matplotlib_widget_needs_no_desktop_loop(kc: BlockingKernelClient) -> None:
+    """``%matplotlib widget`` (ipympl) draws through comms: no toolkit loop, no display needed."""
+    shown = ok(
+        kc,
+        "%matplotlib widget\nimport matplotlib, threadline.gui\n"
+        "print(matplotlib.get_backend(), threadline.gui.active())",
+    )
+    assert shown.split() == ["widget", "None"], shown  # matplotlib names the ipympl backend "widget"
