@@ -295,7 +295,10 @@ print(matplotlib.get_backend().lower())
 @needs_tk
 def test_matplotlib_tk(gui_kc: BlockingKernelClient, display: str) -> None:
     assert ok(gui_kc, "%matplotlib tk\n" + MATPLOTLIB_FIGURE).strip() == "tkagg"
-    assert ok(gui_kc, "import threadline.gui\nprint(threadline.gui.active())").strip() == "tk"
+    shown = ok(
+        gui_kc, "import threadline.gui\nprint(threadline.gui.active(), get_ipython().active_eventloop)"
+    )
+    assert shown.split() == ["tk", "tk"]
     check_loop_runs_while_idle(
         gui_kc, display, "gui-matplotlib-tk", "bool(fig.canvas.manager.window.winfo_viewable())"
     )
