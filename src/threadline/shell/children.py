@@ -92,6 +92,7 @@ from typing import TYPE_CHECKING, Any, Final
 from threadline import routing
 from threadline.routing import Parent
 from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS, ChildStream, KernelLink
+from threadline.shell.peek import has_input
 
 if TYPE_CHECKING:  # a child process imports this module: keep zmq out of it
     from threadline.io import Sender
@@ -157,6 +158,8 @@ class ChildOutput:
         """Publish what children have already sent, on the calling thread."""
         if not self._started:
             return
+        if not has_input(self._socket.fileno()) and not any(has_input(fd) for fd in list(self._pipes)):
+            return  # the usual case, found without giving up the GIL (see peek)
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
             for pipe in list(self._pipes.values()):
