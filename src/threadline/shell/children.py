@@ -158,8 +158,16 @@ class ChildOutput:
         """Publish what children have already sent, on the calling thread."""
         if not self._started:
             return
-        if not has_input(self._socket.fileno()) and not any(has_input(fd) for fd in list(self._pipes)):
-            return  # the usual case, found without giving up the GIL (see peek)
+        if (
+            not has_input(self._socket.fileno())
+            and not any(has_input(fd) for fd in list(self._pipes))
+            and not self._lock.locked()
+        ):
+            # The usual case, found without giving up the GIL (see peek). The
+            # lock is looked at last: the receiving thread holds it from taking
+            # records out of the socket until they are published, so a socket
+            # that looks empty may be records taken out and not yet sent.
+            return
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
             for pipe in list(self._pipes.values()):
