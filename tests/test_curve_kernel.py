@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,7 +88,9 @@ def encrypted(
     try:
         yield manager, client, info
     finally:
-        stop_kernel(manager, client)
+        stop_kernel(manager, client)  # removes the ipc socket files, not their directory
+        if request.param == "ipc":
+            shutil.rmtree(Path(manager.ip).parent, ignore_errors=True)
 
 
 @pytest.fixture
