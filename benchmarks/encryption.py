@@ -6,10 +6,12 @@ Four kernels run side by side for the whole measurement: threadline and
 ipykernel, each plain and encrypted (the manager provisions Curve keys with
 ``transport_encryption="required"``; the raw client's sockets are Curve clients
 -- ``harness.KernelHandle(encrypted=True)``). Each repetition runs the existing
-``comms`` scenario (4 threads x N comm messages) and then the ``roundtrip``
-scenario on every kernel, rotating which kernel goes first, so that the
-machine's drifting load falls on all four. The ratios that answer the question
-are computed from medians of the same run:
+``comms`` scenario (4 threads x N comm messages) on every kernel, rotating
+which kernel goes first, and then the round trips *request by request*: one
+``execute_request`` (then one ``kernel_info_request``) to each kernel in turn,
+N times, so that a burst of load on the shared machine falls on all four
+alike instead of on one kernel's whole series. The ratios that answer the
+question are computed from medians of the same run:
 
 * threadline encrypted / threadline plain -- what encryption costs threadline;
 * threadline encrypted / ipykernel encrypted -- the encrypted kernels compared;
@@ -21,10 +23,12 @@ are computed from medians of the same run:
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import KernelHandle, median
-from benchmarks.scenarios import Sizes, run_comms, run_roundtrip
+from benchmarks.harness import KernelHandle, median, quantile
+from benchmarks.scenarios import Sizes, run_comms
 
 #: The kernels this needs (both can encrypt; ``harness.ENCRYPTING``).
 KINDS = frozenset({"threadline", "ipykernel"})
@@ -72,12 +76,16 @@ def run(sizes: Sizes) -> dict[str, Any]:
         for rep in range(sizes.reps):
             order = labels[rep % len(labels) :] + labels[: rep % len(labels)]
             runs: dict[str, dict[str, float]] = {name: {} for name in labels}
-            for scenario in (run_comms, run_roundtrip):
-                for name in order:
-                    try:
-                        runs[name].update(scenario(handles[name], sizes))
-                    except Exception as exc:
-                        errors.append(f"{name} rep {rep + 1} {scenario.__name__}: {exc!r}")
+            for name in order:
+                try:
+                    runs[name].update(run_comms(handles[name], sizes))
+                except Exception as exc:
+                    errors.append(f"{name} rep {rep + 1} comms: {exc!r}")
+            try:
+                for name, got in interleaved_round_trips(handles, order, sizes).items():
+                    runs[name].update(got)
+            except Exception as exc:
+                errors.append(f"rep {rep + 1} round trips: {exc!r}")
             for name in labels:
                 got = runs[name]
                 picked = {metric: got[key] for metric, (_, _, key) in METRICS.items() if key in got}
@@ -88,6 +96,35 @@ def run(sizes: Sizes) -> dict[str, Any]:
         for handle in handles.values():
             handle.close()
     return summarise(values, errors)
+
+
+def interleaved_round_trips(
+    handles: dict[str, KernelHandle], order: list[str], sizes: Sizes
+) -> dict[str, dict[str, float]]:
+    """Round trips (ms) one request at a time to each kernel in turn; medians and p99 per kernel."""
+    requests: dict[str, Callable[[KernelHandle], tuple[bytes, list[bytes]]]] = {
+        "execute": lambda handle: handle.execute_frames("pass"),
+        "kernel_info": lambda handle: handle.request_frames("kernel_info_request", {}),
+    }
+    out: dict[str, dict[str, float]] = {name: {} for name in order}
+    for request, make in requests.items():
+        times: dict[str, list[float]] = {name: [] for name in order}
+        for index in range(sizes.warmup + sizes.roundtrips):
+            for name in order:
+                handle = handles[name]
+                msg_id, frames = make(handle)
+                started = time.perf_counter()
+                handle.shell.send_multipart(frames)
+                if handle.wait_reply(handle.shell, msg_id, 10.0) is None:
+                    raise RuntimeError(f"{name}: no reply to {request} within 10s")
+                elapsed = (time.perf_counter() - started) * 1000
+                handle.wait_idle(msg_id, 1.0)
+                if index >= sizes.warmup:
+                    times[name].append(elapsed)
+        for name, series in times.items():
+            out[name][f"{request}_median_ms"] = median(series)
+            out[name][f"{request}_p99_ms"] = quantile(series, 0.99)
+    return out
 
 
 def summarise(values: dict[str, list[dict[str, float]]], errors: list[str]) -> dict[str, Any]:
