@@ -49,6 +49,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "kernel_info_median_ms": ("ms", "lower", "kernel_info_median_ms"),
 }
 
+RATIO_METRICS = ("comms_msg_s", "execute_median_ms", "execute_p99_ms", "kernel_info_median_ms")
+
 RATIOS = (
     ("threadline+curve / threadline", "threadline+curve", "threadline"),
     ("threadline+curve / ipykernel+curve", "threadline+curve", "ipykernel+curve"),
@@ -138,13 +140,29 @@ def summarise(values: dict[str, list[dict[str, float]]], errors: list[str]) -> d
                 medians[name][metric] = median(series)
                 ranges[name][metric] = (min(series), max(series))
     ratios: dict[str, dict[str, float]] = {}
+    # The same ratio within each repetition (the two kernels measured minutes
+    # apart at most): its median and range say how steady the answer is.
+    paired: dict[str, dict[str, tuple[float, float, float]]] = {}
     for title, top, bottom in RATIOS:
-        ratios[title] = {
-            metric: medians[top][metric] / medians[bottom][metric]
-            for metric in ("comms_msg_s", "execute_median_ms", "execute_p99_ms", "kernel_info_median_ms")
-            if medians.get(top, {}).get(metric) and medians.get(bottom, {}).get(metric)
-        }
-    return {"values": values, "medians": medians, "ranges": ranges, "ratios": ratios, "errors": errors}
+        ratios[title], paired[title] = {}, {}
+        for metric in RATIO_METRICS:
+            if medians.get(top, {}).get(metric) and medians.get(bottom, {}).get(metric):
+                ratios[title][metric] = medians[top][metric] / medians[bottom][metric]
+            per_rep = [
+                above[metric] / below[metric]
+                for above, below in zip(values.get(top, []), values.get(bottom, []), strict=False)
+                if above.get(metric) and below.get(metric)
+            ]
+            if per_rep:
+                paired[title][metric] = (median(per_rep), min(per_rep), max(per_rep))
+    return {
+        "values": values,
+        "medians": medians,
+        "ranges": ranges,
+        "ratios": ratios,
+        "paired_ratios": paired,
+        "errors": errors,
+    }
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -158,8 +176,14 @@ def print_table(result: dict[str, Any]) -> None:
             low, high = result["ranges"][name].get(metric, (float("nan"), float("nan")))
             cells.append("-" if value is None else f"{_fmt(value)} [{_fmt(low)}-{_fmt(high)}]")
         print(f"  {f'{metric} ({unit}, {better})':34}" + "".join(f"{cell:>28}" for cell in cells))
+    print("  ratio of medians [median of the per-repetition ratios, min-max]")
     for title, row in result["ratios"].items():
-        shown = ", ".join(f"{metric} {value:.2f}" for metric, value in row.items())
+        paired = result.get("paired_ratios", {}).get(title, {})
+        shown = ", ".join(
+            f"{metric} {value:.2f}"
+            + (" [{:.2f}, {:.2f}-{:.2f}]".format(*paired[metric]) if metric in paired else "")
+            for metric, value in row.items()
+        )
         print(f"  {title:36} {shown}")
     for error in result["errors"]:
         print(f"  ERROR {error}")
@@ -175,10 +199,19 @@ def markdown(result: dict[str, Any]) -> str:
             low, high = result["ranges"][name].get(metric, (0.0, 0.0))
             cells.append("-" if value is None else f"{_fmt(value)} [{_fmt(low)}-{_fmt(high)}]")
         lines.append(f"| {metric} ({unit}, {better} is better) | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio of medians | " + " | ".join(result["ratios"]) + " |"]
+    lines += [
+        "",
+        "| ratio of medians [per-rep ratios: median, min-max] | " + " | ".join(result["ratios"]) + " |",
+    ]
     lines.append("|---|" + "---|" * len(result["ratios"]))
-    for metric in ("comms_msg_s", "execute_median_ms", "execute_p99_ms", "kernel_info_median_ms"):
-        cells = [f"{row[metric]:.2f}" if metric in row else "-" for row in result["ratios"].values()]
+    paired = result.get("paired_ratios", {})
+    for metric in RATIO_METRICS:
+        cells = []
+        for title, row in result["ratios"].items():
+            cell = f"{row[metric]:.2f}" if metric in row else "-"
+            if metric in paired.get(title, {}):
+                cell += " [{:.2f}, {:.2f}-{:.2f}]".format(*paired[title][metric])
+            cells.append(cell)
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
