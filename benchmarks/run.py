@@ -190,7 +190,11 @@ def summarise(scenario: Scenario, raw: dict[str, Any], kinds: tuple[str, ...]) -
                 else None
             )
         ours = row.get(peers.THREADLINE.name)
-        row["ratios"] = {kind: _ratio_of(ours, row[kind]) for kind in kinds if kind != peers.THREADLINE.name}
+        row["ratios"] = {
+            kind: _ratio_of(ours, row[kind]) if metric.better != "info" else None
+            for kind in kinds
+            if kind != peers.THREADLINE.name
+        }
         rows.append(row)
     return rows
 
