@@ -158,7 +158,36 @@ def execute_reply(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
 
 def test_kernel_info_advertises_the_debugger(kc: BlockingKernelClient) -> None:
     msg_id = kc.kernel_info()
-    assert get_reply(kc, msg_id)["content"]["debugger"] is True
+    content = get_reply(kc, msg_id)["content"]
+    assert content["debugger"] is True
+    # JupyterLab 4.x also looks in the feature list (as ipykernel 7 declares it).
+    assert "debugger" in content["supported_features"]
+    assert "kernel subshells" in content["supported_features"]
+
+
+#: Starts with blank lines (IPython drops them before compiling) and an indented one.
+BLANK_LINES_CELL = "\n\n   \ndef add(a, b):\n    total = a + b\n    return total\n\nresult = add(2, 3)\n"
+
+
+def test_a_breakpoint_in_a_cell_that_starts_with_blank_lines_is_hit(kc: BlockingKernelClient) -> None:
+    """The front end numbers the cell's lines as typed; the compiled code must agree."""
+    dbg = DebugClient(kc)
+    dbg.start()
+    path = dbg.set_breakpoints(BLANK_LINES_CELL, 5)
+    dbg.ok("configurationDone")
+    msg_id = kc.execute(BLANK_LINES_CELL)
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+    frames = dbg.ok("stackTrace", {"threadId": thread_id})["stackFrames"]
+    assert [(f["name"], f["line"], f["source"]["path"]) for f in frames] == [
+        ("add", 5, path),
+        ("<module>", 8, path),
+    ]
+    assert dbg.locals_of(frames[0]["id"]) == {"a": "2", "b": "3"}
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    # Tracebacks count the cell's lines as typed too.
+    failed = execute(kc, "\n\n1 / 0\n")
+    assert "line 3" in failed.content["traceback"][2]
 
 
 def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None:
