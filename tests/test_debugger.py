@@ -15,7 +15,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import collect_until_idle, execute, get_reply, wait_for_exit, wait_for_iopub
+from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply, wait_for_exit, wait_for_iopub
 from threadline.kernel.debugger import (
     HASH_SEED,
     cell_file_name,
@@ -188,6 +188,37 @@ def test_a_breakpoint_in_a_cell_that_starts_with_blank_lines_is_hit(kc: Blocking
     # Tracebacks count the cell's lines as typed too.
     failed = execute(kc, "\n\n1 / 0\n")
     assert "line 3" in failed.content["traceback"][2]
+
+
+def test_debug_requests_are_answered_in_the_order_sent(kc: BlockingKernelClient) -> None:
+    """JupyterLab's start-up, with a state check in between: in order, and started after initialize.
+
+    JupyterLab sends ``initialize``, then ``attach``, while a focus change or a
+    kernel event may send ``debugInfo`` at any moment -- and it takes ``isStarted``
+    from every debugInfo reply. A ``debugInfo`` answered before a slower
+    ``attach`` with ``isStarted: false`` switched JupyterLab's session off again,
+    and from then on it ignored every click in the breakpoint gutter (the flaky
+    browser test). Requests are served one at a time, in order, as ipykernel
+    serves its control channel, and the session counts as started from its
+    ``initialize`` on, as in ipykernel.
+    """
+    dbg = DebugClient(kc)
+    sent = []
+    for command, arguments in [
+        ("initialize", {"clientID": "threadline-tests", "adapterID": "python", "pathFormat": "path"}),
+        ("debugInfo", {}),
+        ("attach", {}),
+        ("debugInfo", {}),
+    ]:
+        content = {"type": "request", "seq": next(dbg._seq), "command": command, "arguments": arguments}
+        message = kc.session.msg("debug_request", content)
+        kc.control_channel.send(message)
+        sent.append(message["header"]["msg_id"])
+    arrived = [kc.get_control_msg(timeout=TIMEOUT) for _ in sent]
+    assert [reply["parent_header"]["msg_id"] for reply in arrived] == sent
+    replies = [reply["content"] for reply in arrived]
+    assert all(reply["success"] for reply in replies), replies
+    assert [reply["body"]["isStarted"] for reply in replies if reply["command"] == "debugInfo"] == [True, True]
 
 
 def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None:

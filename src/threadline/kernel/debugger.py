@@ -11,12 +11,21 @@ The kernel starts debugpy in its own process as a server (``debugpy.listen`` on
 connection, and all the waiting it implies, belongs to the debugger thread, which
 runs its own asyncio loop. The IO thread never waits on it: ``Debugger.handle``
 publishes ``busy`` and posts the request to that loop, nothing more. On the
-debugger thread each request becomes a task that forwards it to debugpy (or
-answers it itself, for the Jupyter additions ``dumpCell``, ``debugInfo``,
-``inspectVariables``, ``richInspectVariables`` and ``copyToGlobals``), then sends
-the ``debug_reply`` on control and ``idle`` on iopub through the ``Sender`` --
-the thread-safe path through the outbox. A reader task matches debugpy's
-responses to requests by ``request_seq`` and publishes its events.
+debugger thread the requests are served one at a time, in the order they came
+(as ipykernel serves its control channel): each is forwarded to debugpy (or
+answered by the kernel itself, for the Jupyter additions ``dumpCell``,
+``debugInfo``, ``inspectVariables``, ``richInspectVariables`` and
+``copyToGlobals``), then its ``debug_reply`` goes out on control and ``idle`` on
+iopub through the ``Sender`` -- the thread-safe path through the outbox. A reader
+task matches debugpy's responses to requests by ``request_seq`` and publishes
+its events.
+
+The order matters to JupyterLab: it takes ``isStarted`` from every ``debugInfo``
+reply, and sends one whenever a notebook gains focus or its kernel changes. A
+``debugInfo`` sent after ``initialize`` but answered before a slower ``attach``
+said "not started" and switched JupyterLab's session off again, after which it
+ignored every click in the breakpoint gutter. So: in order, and a session
+counts as started from a successful ``initialize`` on, as in ipykernel.
 
 debugpy delays its ``attach`` response until ``configurationDone``; a client
 (JupyterLab) waits for the attach reply before it sends anything else. So the
@@ -259,7 +268,10 @@ class Debugger:
         # Debugger thread only, from here on.
         self._endpoint: tuple[str, int] | None = None
         self._dap: DapConnection | None = None
+        #: From a successful ``initialize`` to ``disconnect`` (what debugInfo's isStarted says).
+        self._started = False
         self._attached = False
+        self._one_at_a_time = asyncio.Lock()
         self._breakpoints: dict[str, list[JSONDict]] = {}
         self._stopped: set[int] = set()
         #: Threads that ended: debugpy never answers a step or continue for one.
@@ -304,17 +316,18 @@ class Debugger:
 
     async def _serve(self, message: Message) -> None:
         request: JSONDict = dict(message.content)
-        self._event_parent = message.header
-        try:
-            response = await self._respond(request)
-        except Exception as exc:
-            if not isinstance(exc, DapError):
-                log.exception("debug request %r failed", request.get("command"))
-            response = _response(request, success=False, message=str(exc))
-        self.sender.send(
-            "control", "debug_reply", response, parent=message.parent_part, identities=message.identities
-        )
-        self.sender.publish("status", {"execution_state": "idle"}, parent=message.parent_part)
+        async with self._one_at_a_time:  # FIFO: the requests' tasks start in arrival order
+            self._event_parent = message.header
+            try:
+                response = await self._respond(request)
+            except Exception as exc:
+                if not isinstance(exc, DapError):
+                    log.exception("debug request %r failed", request.get("command"))
+                response = _response(request, success=False, message=str(exc))
+            self.sender.send(
+                "control", "debug_reply", response, parent=message.parent_part, identities=message.identities
+            )
+            self.sender.publish("status", {"execution_state": "idle"}, parent=message.parent_part)
 
     async def _respond(self, request: JSONDict) -> JSONDict:
         command = request.get("command")
@@ -384,7 +397,9 @@ class Debugger:
             host, port = self._endpoint or self._listen()
             reader, writer = await asyncio.open_connection(host, port)
             self._dap = DapConnection(reader, writer, self._on_event)
-        return await self._forward(request)
+        response = await self._forward(request)
+        self._started = bool(response.get("success"))
+        return response
 
     def _listen(self) -> tuple[str, int]:
         """Start debugpy in this process, once (blocks this thread for a moment)."""
@@ -427,6 +442,7 @@ class Debugger:
             response = await self._forward(request)
             self._dap.close()
         self._dap = None
+        self._started = False
         self._attached = False
         self._breakpoints.clear()
         self._stopped.clear()
@@ -439,7 +455,7 @@ class Debugger:
         return _response(
             request,
             body={
-                "isStarted": self._attached,
+                "isStarted": self._started,
                 "hashMethod": "Murmur2",
                 "hashSeed": HASH_SEED,
                 "tmpFilePrefix": CELL_FILE_PREFIX,
