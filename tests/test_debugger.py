@@ -15,7 +15,15 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply, wait_for_exit, wait_for_iopub
+from tests.kernel_helpers import (
+    TIMEOUT,
+    collect_until_idle,
+    execute,
+    get_input_request,
+    get_reply,
+    wait_for_exit,
+    wait_for_iopub,
+)
 from threadline.kernel.debugger import (
     HASH_SEED,
     cell_file_name,
@@ -258,6 +266,29 @@ def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None
     assert execute_reply(kc, msg_id)["status"] == "ok"
     assert execute(kc, "print(z)").stdout == "30\n"
     assert dbg.ok("debugInfo")["stoppedThreads"] == []
+
+
+def test_breakpoint_call_stops_in_the_panel_when_a_client_is_attached(kc: BlockingKernelClient) -> None:
+    """``breakpoint()`` goes to the debugger panel while a session runs, to the ipdb prompt otherwise."""
+    dbg = DebugClient(kc)
+    dbg.start()
+    dbg.ok("configurationDone")
+    code = "before = 1\nbreakpoint()\nafter = before + 1\n"
+    msg_id = kc.execute(code)
+    thread_id = dbg.event("stopped")["body"]["threadId"]
+    frame = dbg.top_frame(thread_id)
+    assert frame["source"]["path"] == dbg.ok("dumpCell", {"code": code})["sourcePath"]
+    assert frame["line"] == 3  # stopped before the line after breakpoint(), as pdb does
+    assert dbg.locals_of(frame["id"])["before"] == "1"
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    # Without a session, breakpoint() opens the text debugger (debugpy would ignore it).
+    dbg.ok("disconnect", {"restart": False, "terminateDebuggee": False})
+    msg_id = kc.execute("breakpoint()\nprint('went on')", allow_stdin=True)
+    request = get_input_request(kc)
+    assert request["content"]["prompt"].strip() == "ipdb>"
+    kc.input("c")
+    assert execute_reply(kc, msg_id)["status"] == "ok"
 
 
 def test_a_user_thread_stops_at_a_breakpoint(kc: BlockingKernelClient) -> None:

@@ -58,6 +58,7 @@ import logging
 import os
 import signal
 import struct
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -70,6 +71,7 @@ from IPython.core.compilerop import CachingCompiler
 from threadline.io import Sender
 from threadline.kernel.info import debugpy_available
 from threadline.protocol import JSONDict, Message
+from threadline.shell import pdb_prompt
 from threadline.shell.interactive import ThreadlineShell
 
 log = logging.getLogger("threadline.debugger")
@@ -282,6 +284,7 @@ class Debugger:
         self._interrupt_retries = 0
         if self.available:
             install_cell_file_names(shell)
+            pdb_prompt.visual_breakpoint = self._visual_breakpoint
 
     # -- the IO thread's side ------------------------------------------------------------------
 
@@ -408,10 +411,14 @@ class Debugger:
         for thread in threading.enumerate():
             if thread.name in KERNEL_THREAD_NAMES:
                 _hide_from_debugger(thread)
+        hook = sys.breakpointhook
         import debugpy
 
         debugpy.configure(subProcess=False)
         host, port = debugpy.listen(("127.0.0.1", 0))
+        # debugpy takes breakpoint() over (and ignores it without a client); here
+        # breakpoint() stays pdb_prompt's, which asks ``_visual_breakpoint`` first.
+        sys.breakpointhook = hook
         self._debugpy_dir = os.path.dirname(debugpy.__file__)
         self._endpoint = (str(host), int(port))
         return self._endpoint
@@ -523,6 +530,27 @@ class Debugger:
             {"expression": f"globals()[{target!r}]", "value": source, "frameId": arguments.get("srcFrameId")},
         )
         return {**response, "command": "copyToGlobals", "request_seq": request.get("seq", 0)}
+
+    # -- breakpoint() -------------------------------------------------------------------------------
+
+    def _visual_breakpoint(self, frame: FrameType) -> bool:
+        """``breakpoint()`` (any thread): stop in the debugger panel if a client is attached.
+
+        Otherwise the text debugger's prompt opens (``shell/pdb_prompt.py``).
+        """
+        if not self._started or self._debugpy_dir is None:
+            return False
+        import debugpy
+        from debugpy.server import api
+
+        if not debugpy.is_client_connected():
+            return False
+        # debugpy.breakpoint() would stop in its caller, the kernel's code; this is
+        # the same call, stopping in the frame that called breakpoint().
+        api._settrace(
+            suspend=True, trace_only_current_thread=True, patch_multiprocessing=False, stop_at_frame=frame
+        )
+        return True
 
     # -- interrupts ------------------------------------------------------------------------------
 
