@@ -226,7 +226,8 @@ def test_debug_requests_are_answered_in_the_order_sent(kc: BlockingKernelClient)
     assert [reply["parent_header"]["msg_id"] for reply in arrived] == sent
     replies = [reply["content"] for reply in arrived]
     assert all(reply["success"] for reply in replies), replies
-    assert [reply["body"]["isStarted"] for reply in replies if reply["command"] == "debugInfo"] == [True, True]
+    started = [reply["body"]["isStarted"] for reply in replies if reply["command"] == "debugInfo"]
+    assert started == [True, True]
 
 
 def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None:
