@@ -10,15 +10,15 @@ The kernel starts debugpy in its own process as a server (``debugpy.listen`` on
 127.0.0.1, a free port) and talks DAP to it over one TCP connection. That
 connection, and all the waiting it implies, belongs to the debugger thread, which
 runs its own asyncio loop. The IO thread never waits on it: ``Debugger.handle``
-publishes ``busy`` and posts the request to that loop, nothing more. On the
-debugger thread the requests are served one at a time, in the order they came
-(as ipykernel serves its control channel): each is forwarded to debugpy (or
-answered by the kernel itself, for the Jupyter additions ``dumpCell``,
-``debugInfo``, ``inspectVariables``, ``richInspectVariables`` and
-``copyToGlobals``), then its ``debug_reply`` goes out on control and ``idle`` on
-iopub through the ``Sender`` -- the thread-safe path through the outbox. A reader
-task matches debugpy's responses to requests by ``request_seq`` and publishes
-its events.
+posts the request to that loop, nothing more. On the debugger thread the
+requests are served one at a time, in the order they came (as ipykernel serves
+its control channel): each is forwarded to debugpy (or answered by the kernel
+itself, for the Jupyter additions ``dumpCell``, ``debugInfo``,
+``inspectVariables``, ``richInspectVariables`` and ``copyToGlobals``) between a
+``busy`` and an ``idle`` on iopub, its ``debug_reply`` going out on control, all
+through the ``Sender`` (the thread-safe path through the outbox). A reader task
+matches debugpy's responses to requests by ``request_seq`` and publishes its
+events.
 
 The order matters to JupyterLab: it takes ``isStarted`` from every ``debugInfo``
 reply, and sends one whenever a notebook gains focus or its kernel changes. A
@@ -289,9 +289,8 @@ class Debugger:
     # -- the IO thread's side ------------------------------------------------------------------
 
     def handle(self, message: Message) -> None:
-        """IO thread: take a ``debug_request``; the reply comes from the debugger thread."""
+        """IO thread: take a ``debug_request``; busy, reply and idle come from the debugger thread."""
         _hide_from_debugger(threading.current_thread())
-        self.sender.publish("status", {"execution_state": "busy"}, parent=message.parent_part)
         self._ensure_thread().call_soon_threadsafe(self._begin, message)
 
     def _ensure_thread(self) -> asyncio.AbstractEventLoop:
@@ -320,6 +319,8 @@ class Debugger:
     async def _serve(self, message: Message) -> None:
         request: JSONDict = dict(message.content)
         async with self._one_at_a_time:  # FIFO: the requests' tasks start in arrival order
+            # busy, reply, idle for one request before the next (ipykernel's test_debug_requests_sequential)
+            self.sender.publish("status", {"execution_state": "busy"}, parent=message.parent_part)
             self._event_parent = message.header
             try:
                 response = await self._respond(request)
@@ -546,10 +547,14 @@ class Debugger:
         if not debugpy.is_client_connected():
             return False
         # debugpy.breakpoint() would stop in its caller, the kernel's code; this is
-        # the same call, stopping in the frame that called breakpoint().
-        api._settrace(
-            suspend=True, trace_only_current_thread=True, patch_multiprocessing=False, stop_at_frame=frame
-        )
+        # the call it makes, stopping in the frame that called breakpoint() instead.
+        settrace: Any = getattr(api, "_settrace", None)
+        if settrace is None:  # another debugpy: its public call, one frame off
+            debugpy.breakpoint()
+        else:
+            settrace(
+                suspend=True, trace_only_current_thread=True, patch_multiprocessing=False, stop_at_frame=frame
+            )
         return True
 
     # -- interrupts ------------------------------------------------------------------------------
