@@ -9,7 +9,8 @@ with the extras the command needs, and install the ``threadline`` kernelspec
 into it. That step is skipped while a stamp file in ``.venv`` still matches
 pyproject.toml's hash, the extras and the Python version. ``test`` also makes
 sure a browser is there for the browser tests: as root on Debian it installs
-the ``chromium`` package with apt-get when ``/usr/bin/chromium`` is missing.
+the ``chromium`` package with apt-get when ``/usr/bin/chromium`` is missing;
+likewise Xvfb and Qt's X libraries for the GUI tests.
 
 The top level imports only the standard library, so any python3 >= 3.11 can run
 it. Everything else runs with the venv's Python; ``_notebook`` is the one part
@@ -176,6 +177,47 @@ def ensure_browser() -> None:
         raise SetupError(f"apt-get installed chromium but {CHROMIUM} is still missing")
 
 
+#: For the GUI tests (tests/test_gui.py): a virtual X server, the screenshot tool, and
+#: the X libraries Qt's xcb platform plugin loads (the PySide6 wheel bundles Qt itself).
+DISPLAY_PACKAGES = (
+    "xvfb",
+    "xauth",
+    "imagemagick",
+    "libxcb-cursor0",
+    "libxcb-icccm4",
+    "libxcb-keysyms1",
+    "libxcb-shape0",
+    "libxcb-render-util0",
+    "libxcb-image0",
+    "libxkbcommon-x11-0",
+    "libegl1",
+    "libgl1",
+    "libfontconfig1",
+    "libdbus-1-3",
+)
+
+
+def ensure_display_server() -> None:
+    """Xvfb and Qt's X libraries for the GUI tests: apt-get them as root on Debian, else say why."""
+    if shutil.which("dpkg-query"):
+        listed = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n", *DISPLAY_PACKAGES],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if listed.count("installed") == len(DISPLAY_PACKAGES):
+            return
+    elif shutil.which("Xvfb"):
+        return
+    if not can_use_apt():
+        print("note: Xvfb (or Qt's X libraries) is missing and cannot be installed here (needs root on")
+        print("      Debian); the GUI tests will be skipped")
+        return
+    stage("installing Xvfb and the X libraries Qt needs with apt-get (for the GUI tests)")
+    must(apt_install(*DISPLAY_PACKAGES), "apt-get install " + " ".join(DISPLAY_PACKAGES))
+
+
 # -- commands ---------------------------------------------------------------------------
 
 
@@ -188,6 +230,7 @@ def command_demo() -> int:
 def command_test(pytest_args: Sequence[str]) -> int:
     ensure_installed(["test", "browser"])
     ensure_browser()
+    ensure_display_server()
     env = venv_env()
     lint_paths = [p for p in LINT_PATHS if (ROOT / p).exists()]
     stages = [

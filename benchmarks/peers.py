@@ -72,7 +72,9 @@ PEERS: tuple[Peer, ...] = (
         "xeus-python",
         ("xeus-python==0.19.*", *NOTEBOOK_REQUIREMENTS),
         ("-m", "xpython_launcher", "-f", "{connection_file}"),
-        module="xpython",
+        # ``xpython`` itself imports only the C++ extension; launching it imports
+        # IPython through xeus-python's shell, which is the comparable figure.
+        module="xpython, xeus_python_shell.shell",
         distribution="xeus-python",
     ),
     Peer(

@@ -190,7 +190,11 @@ def summarise(scenario: Scenario, raw: dict[str, Any], kinds: tuple[str, ...]) -
                 else None
             )
         ours = row.get(peers.THREADLINE.name)
-        row["ratios"] = {kind: _ratio_of(ours, row[kind]) for kind in kinds if kind != peers.THREADLINE.name}
+        row["ratios"] = {
+            kind: _ratio_of(ours, row[kind]) if metric.better != "info" else None
+            for kind in kinds
+            if kind != peers.THREADLINE.name
+        }
         rows.append(row)
     return rows
 
@@ -240,6 +244,8 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kin
 
 def markdown(report: dict[str, Any]) -> str:
     """The results of a run as Markdown: one table of medians [min-max] and ratios."""
+    if not report["scenarios"] and report.get("encryption"):  # --only encryption
+        return encryption.markdown(report["encryption"])
     kinds = tuple(report.get("kernels") or ("threadline", "ipykernel"))
     peers_only = [k for k in kinds if k != peers.THREADLINE.name]
     columns = [*kinds, *(f"tl/{SHORT.get(k, k)}" for k in peers_only)]
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print_table(summaries, ceiling, kinds)
+    if summaries or ceiling:
+        print_table(summaries, ceiling, kinds)
     if encrypted is not None:
         encryption.print_table(encrypted)
     report = {

@@ -45,6 +45,13 @@ def task(child):
     write_lines(child)
     return child
 
+def grandchildren(child, method):
+    import multiprocessing as mp
+    context = mp.get_context(method)
+    processes = [context.Process(target=write_lines, args=(child * 2 + k,)) for k in range(2)]
+    for p in processes: p.start()
+    for p in processes: p.join()
+
 def fail(child):
     raise ValueError(f"boom in child {{child}}")
 """
@@ -88,6 +95,29 @@ def test_forked_processes_lines_whole(kc: BlockingKernelClient) -> None:
     assert_whole_lines(result.stdout)
 
 
+def test_a_flood_from_children_blocks_them_and_loses_nothing(kc: BlockingKernelClient) -> None:
+    """4 forked children x 20,000 lines at full speed: the socket's queue holds ~10 records,
+    so the children wait for the kernel; all 80,000 lines arrive whole, once, in each
+    child's order. A 100,000-character line (sent in pieces) arrives intact."""
+    lines = 20_000
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        def write_lines(child):
+            for line in range({lines}):
+                print(f"child {{child}} line {{line}} {PAD}")
+        processes = [mp.get_context("fork").Process(target=write_lines, args=(c,)) for c in range({CHILDREN})]
+        for p in processes: p.start()
+        for p in processes: p.join()
+    """)
+    result = execute(kc, code, timeout=240)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout, lines=lines)
+    code = "import os\npid = os.fork()\nif pid == 0:\n    print('y' * 100_000)\n    os._exit(0)\n"
+    code += "os.waitpid(pid, 0)"
+    result = execute(kc, code)
+    assert result.stdout == "y" * 100_000 + "\n"
+
+
 def test_os_fork_children_lines_whole(kc: BlockingKernelClient) -> None:
     code = textwrap.dedent(f"""
         import os
@@ -116,6 +146,26 @@ def test_spawned_processes_lines_whole(kc: BlockingKernelClient, worker_dir: Pat
         processes = [context.Process(target=target, args=(c,)) for c in range({CHILDREN})]
         for p in processes: p.start()
         for p in processes: p.join()
+    """)
+    result = execute(kc, code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+@pytest.mark.parametrize(("outer", "inner"), [("fork", "fork"), ("fork", "spawn"), ("spawn", "spawn")])
+def test_children_of_children_lines_whole(
+    kc: BlockingKernelClient, worker_dir: Path, outer: str, inner: str
+) -> None:
+    """2 children each start 2 grandchildren: the 4 grandchildren's 800 lines arrive whole."""
+    _import_worker(kc, worker_dir)
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp
+        context = mp.get_context({outer!r})
+        target = children_worker.grandchildren
+        processes = [context.Process(target=target, args=(c, {inner!r})) for c in range(2)]
+        for p in processes: p.start()
+        for p in processes: p.join()
+        assert [p.exitcode for p in processes] == [0, 0]
     """)
     result = execute(kc, code, timeout=120)
     assert result.content["status"] == "ok", result.content
@@ -205,52 +255,111 @@ def test_a_child_that_outlives_its_cell_lands_in_its_cell(kc: BlockingKernelClie
     assert get_reply(kc, first_id)["content"]["status"] == "ok"
     collect_until_idle(kc, first_id)
     second_id = kc.execute("go.set(); child.join(); print('second cell')")
-    messages: list[dict[str, Any]] = []
-    while True:
-        message = kc.get_iopub_msg(timeout=30)
-        messages.append(message)
-        parent = message["parent_header"].get("msg_id")
-        if parent == second_id and message["content"].get("execution_state") == "idle":
-            break
+    messages = _until_idle_of(kc, second_id)
     assert get_reply(kc, second_id)["content"]["status"] == "ok"
-
-    def text(msg_id: str) -> str:
-        return "".join(
-            m["content"]["text"]
-            for m in messages
-            if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
-        )
-
-    assert text(first_id) == "from the first cell's child\nand its partial line"
-    assert text(second_id) == "second cell\n"
+    assert _stream_text(messages, first_id) == "from the first cell's child\nand its partial line"
+    assert _stream_text(messages, second_id) == "second cell\n"
 
 
 def test_spawned_python_subprocess_output_reaches_the_cell(kc: BlockingKernelClient) -> None:
     code = textwrap.dedent(f"""
         import os, subprocess, sys
         subprocess.run([sys.executable, "-c", "print('from subprocess.run')"], check=True)
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('to stderr')"], check=True)
+        subprocess.run([sys.executable, "-c", "print('given sys.stdout')"], stdout=sys.stdout, check=True)
         os.system({sys.executable!r} + ' -c "print(123 * 3)"')
     """)
     result = execute(kc, code)
     assert result.content["status"] == "ok", result.content
-    assert result.stdout == "from subprocess.run\n369\n"
+    assert result.stdout == "from subprocess.run\ngiven sys.stdout\n369\n"
+    assert result.stderr == "to stderr"
 
 
-def test_child_display_is_refused_clearly_not_hung(kc: BlockingKernelClient) -> None:
-    """A forked child cannot use the kernel's sockets: display() there fails with a clear message."""
+def test_concurrent_subprocesses_lines_whole(kc: BlockingKernelClient, worker_dir: Path) -> None:
+    """4 Python subprocesses at once, block-buffered (8 KiB writes that end mid-line, more than
+    PIPE_BUF): each has a pipe of its own, so every line arrives whole."""
+    code = textwrap.dedent(f"""
+        import subprocess, sys
+        script = "import children_worker, sys; children_worker.write_lines(int(sys.argv[1]))"
+        env = dict(os.environ, PYTHONPATH={str(worker_dir)!r})
+        command = [sys.executable, "-c", script]
+        children = [subprocess.Popen([*command, str(c)], env=env) for c in range({CHILDREN})]
+        assert [child.wait() for child in children] == [0] * {CHILDREN}
+    """)
+    result = execute(kc, "import os\n" + code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    assert_whole_lines(result.stdout)
+
+
+def test_a_subprocess_that_outlives_its_cell_lands_in_its_cell(kc: BlockingKernelClient) -> None:
+    first = textwrap.dedent(f"""
+        import subprocess, sys
+        script = "import sys; sys.stdin.readline(); print('late line'); print('partial', end='')"
+        program = subprocess.Popen([{sys.executable!r}, "-c", script], stdin=subprocess.PIPE)
+    """)
+    first_id = kc.execute(first)
+    assert get_reply(kc, first_id)["content"]["status"] == "ok"
+    collect_until_idle(kc, first_id)
+    second_id = kc.execute("program.communicate(b'go\\n'); print('second cell')")
+    messages = _until_idle_of(kc, second_id)
+    assert get_reply(kc, second_id)["content"]["status"] == "ok"
+    assert _stream_text(messages, first_id) == "late line\npartial"
+    assert _stream_text(messages, second_id) == "second cell\n"
+
+
+def _until_idle_of(kc: BlockingKernelClient, msg_id: str) -> list[dict[str, Any]]:
+    """Every iopub message, whatever its parent, until ``msg_id``'s idle."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        message = kc.get_iopub_msg(timeout=30)
+        messages.append(message)
+        parent = message["parent_header"].get("msg_id")
+        if parent == msg_id and message["content"].get("execution_state") == "idle":
+            return messages
+
+
+def _stream_text(messages: list[dict[str, Any]], msg_id: str) -> str:
+    return "".join(
+        m["content"]["text"]
+        for m in messages
+        if m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == msg_id
+    )
+
+
+def test_display_in_a_child_is_dropped_with_one_warning(kc: BlockingKernelClient) -> None:
+    """A forked child cannot use the kernel's sockets: its displays are dropped (as in
+    ipykernel), it says so once on its stderr, and it goes on."""
     code = textwrap.dedent("""
         import multiprocessing as mp
         from IPython.display import display
         def show():
-            try:
-                display({"a": 1}, raw=True)
-            except RuntimeError as error:
-                print("refused:", error)
+            display({"text/plain": "one"}, raw=True)
+            display({"text/plain": "two"}, raw=True)
+            print("after display")
         p = mp.get_context("fork").Process(target=show); p.start(); p.join()
+        print("exit code", p.exitcode)
     """)
     result = execute(kc, code)
     assert result.content["status"] == "ok", result.content
-    assert "refused: a child process cannot send through the kernel's sockets" in result.stdout
+    assert result.stdout == "after display\nexit code 0\n"
+    assert result.stderr.count("threadline: a child process cannot send display") == 1
+    assert not result.of_type("display_data")
+
+
+def test_input_in_a_child_reads_its_own_stdin(kc: BlockingKernelClient) -> None:
+    """Not the notebook's stdin channel (its reply could only reach the kernel): EOFError, no hang."""
+    code = textwrap.dedent("""
+        import multiprocessing as mp
+        def ask():
+            try:
+                input("name? ")
+            except EOFError:
+                print("EOFError")
+        p = mp.get_context("fork").Process(target=ask); p.start(); p.join()
+    """)
+    result = execute(kc, code, allow_stdin=True)
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout.endswith("EOFError\n")
 
 
 def test_faulthandler_works_in_a_cell(kc: BlockingKernelClient) -> None:

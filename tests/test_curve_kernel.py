@@ -142,9 +142,20 @@ def test_the_kernel_runs_encrypted_over_tcp_and_ipc(
     reply = control_request(kc, "kernel_info_request", {})
     assert reply["content"]["implementation"] == "threadline"
 
-    assert kc.hb_channel.is_alive()
-    assert manager.is_alive()
-    assert kc.is_alive()  # the client's own heartbeat, through the Curve heartbeat socket
+    # The heartbeat, pinged as jupyter_client's HBChannel pings it: a REQ with a
+    # throw-away key pair and the kernel's public key as server key.
+    with zmq.Context() as context, context.socket(zmq.REQ) as ping:
+        ping.linger = 0
+        ping.curve_publickey, ping.curve_secretkey = zmq.curve_keypair()
+        ping.curve_serverkey = info["curve_publickey"].encode()
+        ping.connect(endpoint(info, "hb"))
+        ping.send(b"are you there")
+        assert ping.poll(TIMEOUT * 1000)
+        assert ping.recv() == b"are you there"
+        with context.socket(zmq.REQ) as plain:
+            plain.linger = 0
+            assert handshake_failure(plain, endpoint(info, "hb"), send=[b"ping"]).startswith("HANDSHAKE")
+            assert not plain.poll(0)
 
     kc.shutdown()
     assert wait_for_exit(manager) == 0
@@ -176,6 +187,19 @@ def test_interrupt_subshell_and_restart_with_the_same_keys(
     )
     run = execute(kc, "print('before_restart' in globals())")
     assert run.stdout == "False\n"  # a new process, reached with the same keys
+
+
+def test_connect_info_never_shows_the_curve_keys(
+    encrypted: tuple[KernelManager, BlockingKernelClient, dict[str, Any]],
+) -> None:
+    _, kc, info = encrypted
+    run = execute(kc, "%connect_info")
+    assert run.content["status"] == "ok"
+    assert f'"shell_port": {info["shell_port"]}' in run.stdout  # it did print the connection
+    assert "Curve keys are not shown" in run.stdout
+    for key in (info["curve_publickey"], info["curve_secretkey"]):
+        assert key not in run.stdout and key[:12] not in run.stdout
+    assert "curve_" not in run.stdout.replace("Curve keys", "")
 
 
 FUNCTION_CELL = """\

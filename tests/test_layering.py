@@ -3,7 +3,9 @@
 Dependencies point down: ``protocol`` uses nothing of the project and no IO
 (no zmq, threads, event loops or sockets); only ``io`` talks to zmq, and it uses
 only ``protocol``; nothing in ``protocol`` or ``io`` reaches up into ``kernel``
-or ``shell``; ``shell`` does not import ``kernel``.
+or ``shell``; ``shell`` does not import ``kernel``; ``gui`` (the toolkits in the
+main thread's idle wait) uses nothing else of the project, and kernel and shell
+use it.
 
 Imports are read from the AST (so comments and strings do not count, and
 imports inside functions or ``TYPE_CHECKING`` blocks do), relative imports are
@@ -134,6 +136,16 @@ def check_module(module: str, imports: list[Import], path: str) -> list[Violatio
             refuse(imported, "protocol and io never reach up into kernel or shell")
         if within(module, "threadline.shell") and within(name, "threadline.kernel"):
             refuse(imported, "threadline.shell does not import threadline.kernel")
+        if within(module, "threadline.gui") and ours and not within(name, "threadline.gui"):
+            refuse(imported, "threadline.gui (toolkits in the idle wait) uses nothing else of threadline")
+        if lower and within(name, "threadline.gui"):
+            refuse(imported, "protocol and io never reach up into gui")
+        if (
+            within(name, "threadline.compat")
+            and not within(module, "threadline.compat")
+            and module != "threadline.app"
+        ):
+            refuse(imported, "only threadline.app imports threadline.compat")
     return violations
 
 
@@ -214,6 +226,11 @@ def test_layering_rules_hold() -> None:
         ("threadline.io.sender", "from threadline import shell\n", "reach up", 1),
         ("threadline.shell.display", "from threadline.kernel.comms import x\n", "shell does not import", 1),
         ("threadline.shell.display", "from ..kernel import comms\n", "shell does not import", 1),
+        ("threadline.gui.tk", "from threadline.kernel import kernel\n", "gui (toolkits", 1),
+        ("threadline.gui.qt", "from threadline import routing\n", "gui (toolkits", 1),
+        ("threadline.io.iothread", "from threadline.gui import idle\n", "reach up into gui", 1),
+        ("threadline.kernel.kernel", "from threadline.compat import attach\n", "only threadline.app", 1),
+        ("threadline.shell.interactive", "from ..compat.zmqshell import x\n", "only threadline.app", 1),
     ],
 )
 def test_the_checker_catches(module: str, source: str, rule_fragment: str, line: int) -> None:
@@ -234,6 +251,11 @@ def test_the_checker_catches(module: str, source: str, rule_fragment: str, line:
         ("threadline.io.iothread", "import zmq\nfrom threadline.io.outbox import Outbox\n"),
         ("threadline.kernel.kernel", "from threadline.io import IOThread\nfrom threadline.shell import x\n"),
         ("threadline.shell.streams", "from threadline.io import Sender\nfrom threadline import routing\n"),
+        ("threadline.gui.qt", "from threadline.gui.idle import IdleContext\nimport PySide6\n"),
+        ("threadline.kernel.kernel", "from threadline import gui\n"),
+        ("threadline.shell.interactive", "from threadline import gui\n"),
+        ("threadline.app", "from threadline import compat\n"),
+        ("threadline.compat.zmqshell", "from threadline.shell.interactive import ThreadlineShell\n"),
     ],
 )
 def test_the_checker_allows(module: str, source: str) -> None:

@@ -99,8 +99,13 @@ def configure_logging(stream: TextIO, level: str) -> None:
     logger.propagate = False
 
 
-def launch(args: argparse.Namespace) -> int:
-    """Start the kernel: the sockets first, IPython after (see kernel/boot.py)."""
+def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
+    """Start the kernel: the sockets first, IPython after (see kernel/boot.py).
+
+    ``ipython_options`` are the IPython-style options (``--Class.trait=value``,
+    ``--profile``...), applied with the profile's config files by
+    ``threadline.compat`` once IPython is imported.
+    """
     entered = time.perf_counter()
     from pathlib import Path
 
@@ -138,11 +143,12 @@ def launch(args: argparse.Namespace) -> int:
             public_key, secret_key = new_key_pair()
         connection = ConnectionInfo(
             ip=args.ip,
+            transport=args.transport,
             key=secrets.token_hex(32),
             kernel_name=KERNEL_NAME,
             curve_publickey=public_key,
             curve_secretkey=secret_key,
-        )
+        ).with_ports({channel: getattr(args, channel) for channel in CHANNEL_OPTIONS})
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -153,15 +159,27 @@ def launch(args: argparse.Namespace) -> int:
     boot.mark("main", entered)
     boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
 
-    from threadline.kernel.kernel import Kernel  # IPython: the slow part of the start-up
+    # IPython: the slow part of the start-up
+    from traitlets import TraitError
 
+    from threadline import compat
+    from threadline.kernel.kernel import Kernel
+
+    config, notes = compat.configure(ipython_options, connection_file=str(path.resolve()))
     boot.mark("imports_done")
-    kernel = Kernel(
-        connection,
-        capture_fd=not args.no_capture_fd,
-        comm_handling=args.comm_handling,
-        boot=boot,
-    )
+    try:
+        kernel = Kernel(
+            connection,
+            capture_fd=not args.no_capture_fd and config.capture_fd_output,
+            comm_handling=args.comm_handling,
+            boot=boot,
+            shell_class=compat.ZMQInteractiveShell,
+            shell_options=config.shell_options(),
+        )
+    except TraitError as exc:
+        print(f"threadline: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    compat.attach(kernel, str(path.resolve()))
     bound = kernel.start()
     configure_logging(kernel.log_stream, args.log_level)
     log = logging.getLogger("threadline.app")
@@ -170,17 +188,28 @@ def launch(args: argparse.Namespace) -> int:
         log.warning("%s", exposure)
     if bound.encrypted:
         log.info("transport encryption: every socket is a CurveZMQ server")
+    for note in notes:
+        logging.getLogger("threadline.config").warning("%s", note)
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
+    config.run_startup(kernel.shell)
     return kernel.run()
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: ipykernel's port options (used when no connection file is given): option -> channel.
+CHANNEL_OPTIONS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line. Without ``with_commands``: only the kernel's own options (for
+    ``parse_known_args``: every other word is an IPython-style option, see threadline.compat)."""
     parser = argparse.ArgumentParser(
         prog="threadline",
         description="A Jupyter kernel for Python in which every thread can print, display, "
-        "read input and drive widgets.",
+        "read input and drive widgets. IPython-style options (--Class.trait=value, --profile, "
+        "--matplotlib...) are accepted too; unknown ones are logged and ignored.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"threadline {__version__}")
     parser.add_argument("-f", "--connection-file", help="the connection file written by the Jupyter client")
@@ -191,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="when no connection file is given: make a CurveZMQ key pair, encrypt every socket "
         "with it, and write it into the connection file (for clients with jupyter_client >= 8.9)",
     )
+    parser.add_argument(
+        "--transport", default="tcp", type=str.lower, choices=["tcp", "ipc"], help="without a connection file"
+    )
+    for channel in CHANNEL_OPTIONS:
+        parser.add_argument(f"--{channel}", type=int, default=0, help=f"{channel} port (no connection file)")
     parser.add_argument(
         "--allow-empty-key", action="store_true", help="accept a connection file without a signing key"
     )
@@ -212,7 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="handle comm messages as they arrive, even while a cell runs (concurrent), "
         "or only between cells (serial)",
     )
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=["debug", "info", "warning", "error", "critical"],
+    )
+    if not with_commands:
+        return parser
     sub = parser.add_subparsers(dest="command")
     installer = sub.add_parser("install", help="install the 'threadline' kernelspec")
     where = installer.add_mutually_exclusive_group()
@@ -225,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] != ["install"] and not {"-h", "--help", "--version"} & set(words):
+        # Launching a kernel: what is not ours goes to the IPython-style parser.
+        args, ipython_options = build_parser(with_commands=False).parse_known_args(words)
+        return launch(args, ipython_options)
+    args = build_parser().parse_args(words)
     if args.command == "install":
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
@@ -240,4 +286,4 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 0
-    return launch(args)
+    return launch(args, [])

@@ -121,7 +121,6 @@ class Outbox:
         self._queue: deque[Item] = deque()
         self._lock = threading.Lock()
         self._closed = False
-        self._refusal = "the outbox is closed; the kernel is shutting down"
         self._ring_pending = False
         self._room = threading.Event()
         self._room.set()
@@ -188,7 +187,7 @@ class Outbox:
             # many producers could see one free slot and all take it.
             with self._lock:
                 if self._closed:
-                    raise OutboxClosed(self._refusal)
+                    raise OutboxClosed("the outbox is closed; the kernel is shutting down")
                 if not wait_for_room or self._has_room(size):
                     self._queue.append(item)
                     self._sizes.append(size)
@@ -309,23 +308,22 @@ class Outbox:
             self._closed = True
         self._room.set()
 
-    def forget_after_fork(self) -> None:
-        """In a forked child: refuse every put from now on, touching nothing shared.
+    def forget_after_fork(self, on_put: Callable[[], None]) -> None:
+        """In a forked child: take nothing more, touching nothing shared.
 
         The queue, the doorbell and the IO thread belong to the parent (the
-        child has no IO thread). A lock or event another thread held at the
-        fork stays held in the child, so both are replaced, not used.
+        child has no IO thread, and a lock another thread held at the fork
+        stays held in the child). ``put`` and ``call_soon`` are shadowed on
+        this instance -- the parent's hot path pays nothing for it -- by a
+        function that calls ``on_put`` (the kernel warns once) and drops the
+        item, as ipykernel drops messages sent from a fork.
         """
-        self._lock = threading.Lock()
-        self._closed = True
-        self._refusal = (
-            "a child process cannot send through the kernel's sockets "
-            "(only its stdout and stderr reach the kernel)"
-        )
-        self._room = threading.Event()
-        self._room.set()
-        self._io_ident = None
-        self._send_direct = None
+
+        def refuse(*_: object) -> None:
+            on_put()
+
+        self.put = refuse  # type: ignore[method-assign, assignment]
+        self.call_soon = refuse  # type: ignore[method-assign, assignment]
 
     def release(self) -> None:
         """Close the doorbell sockets (after the IO thread has stopped)."""

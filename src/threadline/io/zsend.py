@@ -15,9 +15,17 @@ with a private libzmq) it falls back to pyzmq, frame by frame with integer
 flags, which is still cheaper than ``send_multipart``.
 
 ``bytes`` frames -- everything the kernel itself serialises -- take the C
-path, whatever their size. Other buffers (users' binary payloads) go through
-pyzmq, copied: zero-copy sends depend on a pyzmq helper thread that its own
-atexit hook stops, possibly before the kernel's final flush at exit.
+path, copied into ZeroMQ's message. Frames of ``ZERO_COPY_MIN`` bytes or more
+(a user's binary buffer, a large image's JSON) are not copied: they go through
+pyzmq's zero-copy send, which lends the buffer to libzmq and lets pyzmq's
+helper thread drop the reference once libzmq has sent it. A copy there would
+double the kernel's memory for the moment of the send (50 MB more for a
+50 MB buffer; ipykernel sends zero-copy too). pyzmq's helper is stopped by an
+atexit hook; that hook is registered when ``zmq.utils.garbage`` is imported,
+which this module does on import, so it runs after the kernel's own final
+flush (atexit runs hooks last-in, first-out). Should a send come later still,
+pyzmq refuses it and the frame is copied instead. Smaller frames and other
+buffer types are copied, as before.
 
 One call per message
 --------------------
@@ -53,11 +61,15 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+import zmq.utils.garbage  # now: its atexit hook must run after the kernel's (see above)
 
 from threadline.protocol import Frame
 
 _MORE = int(zmq.SNDMORE | zmq.DONTWAIT)
 _LAST = int(zmq.DONTWAIT)
+
+#: Frames at least this large are sent zero-copy (pyzmq's own default threshold).
+ZERO_COPY_MIN = 64 * 1024
 
 
 def _load_zmq_send() -> tuple[Any, Any] | None:
@@ -166,8 +178,8 @@ class FrameSender:
             offset = _DATA_OFFSET or 0  # set whenever sendiov is
             fields: list[int] = []
             for frame in frames:
-                if type(frame) is not bytes:
-                    break  # a user's buffer: frame by frame, below
+                if type(frame) is not bytes or len(frame) >= ZERO_COPY_MIN:
+                    break  # a user's buffer or a large frame: frame by frame, below
                 fields.append(id(frame) + offset)
                 fields.append(len(frame))
             else:
@@ -181,16 +193,21 @@ class FrameSender:
         handle = self._handle
         for index, frame in enumerate(frames):
             flags = _LAST if index == last else _MORE
-            if c_send is not None and type(frame) is bytes:
+            large = (
+                len(memoryview(frame)) >= ZERO_COPY_MIN
+                if type(frame) is not bytes
+                else len(frame) >= ZERO_COPY_MIN
+            )
+            if c_send is not None and type(frame) is bytes and not large:
                 # The hot path: one C call, no method call around it.
                 if c_send(handle, frame, len(frame), flags) < 0:
                     self._send_c(frame, flags)  # look at errno; retry after EINTR
                 continue
-            # Copied, never zero-copy: pyzmq's zero-copy bookkeeping thread is
-            # stopped by its own atexit hook, which may run before the kernel's
-            # last flush -- and a zero-copy send then raises on the IO thread.
             try:
-                self._sock.send(frame, flags, copy=True)
+                try:
+                    self._sock.send(frame, flags, copy=not large)
+                except RuntimeError:  # pyzmq's zero-copy helper has shut down: copy
+                    self._sock.send(frame, flags, copy=True)
             except zmq.ZMQError as exc:
                 raise SendError(exc.errno or errno.EIO) from None
 

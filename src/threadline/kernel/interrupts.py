@@ -114,6 +114,9 @@ class InterruptDelivery:
         self._watches: dict[int, _Watch] = {}
         #: Pokes sent, for diagnosis (``get_ipython().kernel.interrupts.pokes``).
         self.pokes = 0
+        #: Called (IO thread) with each poke: wakes the main thread's idle wait, where
+        #: a GUI toolkit's loop may sleep through signals (Tcl's notifier does).
+        self.wake_main: Callable[[], None] | None = None
 
     # -- main thread ----------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class InterruptDelivery:
             return
         self.pokes += 1
         self._signal_main(self.poke_signal)
+        if self.wake_main is not None:
+            self.wake_main()
         watch.delay = min(2 * watch.delay, POKE_LAST)
         self._io.call_later(watch.delay, functools.partial(self._check, signum))
 

@@ -35,6 +35,7 @@ import time
 from types import FrameType
 from typing import Any, TextIO
 
+from threadline import gui as gui_loops
 from threadline import routing
 from threadline.io import OutboxClosed
 from threadline.kernel import info
@@ -63,6 +64,12 @@ from threadline.shell.widgets import install_output_capture
 log = logging.getLogger("threadline.kernel")
 
 
+#: Written once by a forked child that tries to display or send a comm message.
+CHILD_SEND_WARNING = (
+    "threadline: a child process cannot send display or widget messages; they are dropped "
+    "(its stdout and stderr do reach the notebook)\n"
+)
+
 #: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
 FIRST_SUBSCRIBER_WAIT = 2.0
 
@@ -90,6 +97,8 @@ class Kernel:
         capture_fd: bool = True,
         comm_handling: str = "concurrent",
         boot: Boot | None = None,
+        shell_class: type[ThreadlineShell] = ThreadlineShell,
+        shell_options: dict[str, Any] | None = None,
     ) -> None:
         # ``boot``: the sockets, possibly bound and serving already (app.launch
         # starts them before importing this module; see kernel/boot.py).
@@ -106,7 +115,9 @@ class Kernel:
         self._captures: list[FdCapture] = []
         #: Where the kernel's own log should go: the process's original stderr.
         self.log_stream: TextIO = sys.__stderr__ or sys.stderr
-        self._loop = asyncio.new_event_loop()
+        # The main loop's idle wait runs a GUI toolkit's loop when %gui enables one.
+        self._loop = gui_loops.MainLoop()
+        gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
         self._close_lock = threading.Lock()
         self._closed = False
@@ -116,17 +127,18 @@ class Kernel:
 
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
-        self.children = ChildOutput(self.sender, (self.stdout, self.stderr))
+        self.children = ChildOutput(self.sender, (self.stdout, self.stderr), pipe_programs=capture_fd)
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)
-        self.shell = ThreadlineShell.create(self.link)
+        self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
         self.interrupts = InterruptDelivery(self.io)
+        self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
@@ -138,7 +150,7 @@ class Kernel:
         return dict(self.boot.marks)
 
     def _make_channel(self, subshell_id: str | None) -> ShellChannel:
-        return ShellChannel(
+        channel = ShellChannel(
             self.shell,
             self.sender,
             self.comm_manager,
@@ -148,6 +160,13 @@ class Kernel:
             supported_features=self.supported_features,
             subshell_id=subshell_id,
         )
+        # ipywidgets' recipe for waiting on a widget in an async cell resolves an
+        # asyncio future from the widget's callback. The callback runs on the comm
+        # worker here (ipykernel runs it on the main loop), and ``Future.set_result``
+        # from another thread schedules the awaiting cell without waking the loop,
+        # which would sleep on until something else happened: wake it.
+        channel.after_comm = self._wake_main_loop
+        return channel
 
     def set_comm_handling(self, mode: str) -> None:
         """``"concurrent"``: comm messages are handled as they arrive, on the comm
@@ -176,11 +195,11 @@ class Kernel:
         self.children.start()
         os.register_at_fork(after_in_child=self._forget_in_child)
         _put_working_directory_on_path()
+        self._own_input = (builtins.input, getpass.getpass)  # a forked child gets them back
         builtins.input = self.stdin.input
         getpass.getpass = self.stdin.getpass
         pdb_prompt.install(self.shell)
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
-        self.shell.run_startup_files()
         atexit.register(self.close)
         self._watch_parent()
         # From here on the IO thread hands every message to this kernel,
@@ -197,10 +216,22 @@ class Kernel:
         """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
 
         The child's stdout and stderr go to ``self.children`` (see
-        ``threadline.shell.children``); anything else it tries to send is refused.
+        ``threadline.shell.children``); anything else it sends (a display, a
+        comm message) is dropped, with one warning on its stderr.
         """
         self._closed = True
-        self.io.outbox.forget_after_fork()
+        warned: list[bool] = []
+
+        def warn_once() -> None:
+            if not warned:
+                warned.append(True)
+                sys.stderr.write(CHILD_SEND_WARNING)
+
+        self.io.outbox.forget_after_fork(warn_once)
+        # input() would wait forever for a reply only the parent can receive:
+        # the child reads its own stdin, as any child does (EOFError under
+        # multiprocessing, which gives it /dev/null).
+        builtins.input, getpass.getpass = self._own_input
         # The signal handlers and the wake-up fd are the kernel's too: a signal
         # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
         # wake-up socket, which the kernel would take for its own signal.
@@ -262,6 +293,11 @@ class Kernel:
         self.subshells.stop_all()
         self.comm_worker.channel.post(STOP)
         self.channel.post(STOP)
+
+    def _wake_main_loop(self) -> None:
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+            self._loop.call_soon_threadsafe(lambda: None)
 
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
@@ -359,16 +395,14 @@ class Kernel:
         if subshell_id is not None:
             target = self.subshells.get(subshell_id)
             if target is None:
-                answer_at_once(
-                    self.sender,
-                    "shell",
-                    message,
-                    error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}"),
-                )
+                answer_at_once(self.sender, "shell", message, info.unknown_subshell(subshell_id))
                 return
             target.post_request(message)
         elif is_comm:
             self.comm_worker.channel.post_request(message)
+        elif message.msg_type == "connect_request":
+            # Needs no shell state, only the ports the IO thread bound.
+            answer_at_once(self.sender, "shell", message, info.connect(self.io.connection))
         elif message.msg_type == "kernel_info_request" and self.channel.idle:
             # Nothing is queued or running on the main shell, so answering here,
             # as control requests are, keeps the order and saves two thread hops.
@@ -394,7 +428,9 @@ class Kernel:
         elif kind == "delete_subshell_request":
             subshell_id = content.get("subshell_id")
             if not isinstance(subshell_id, str) or not self.subshells.delete(subshell_id):
-                reply = error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+                reply = info.unknown_subshell(subshell_id)
+        elif kind == "connect_request":
+            reply = info.connect(self.io.connection)
         elif kind == "list_subshell_request":
             reply["subshell_id"] = self.subshells.ids()
         else:

@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Final
 
@@ -98,6 +99,9 @@ class ShellChannel:
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
         #: delivers the interrupt again).
         self.defer_interrupt: Callable[[FrameType | None], bool] | None = None
+        #: Called after each comm message this channel handled (the kernel wakes the
+        #: main loop: see ``Kernel._wake_main_loop``).
+        self.after_comm: Callable[[], None] | None = None
 
     @property
     def cell_running(self) -> bool:
@@ -175,6 +179,8 @@ class ShellChannel:
             else:
                 if message.msg_type in COMM_TYPES:
                     handle_comm_message(self.comm_manager, message)
+                    if self.after_comm is not None:
+                        self.after_comm()
                 else:
                     self._answer(message)
                 self._flush_streams(parent)
@@ -212,6 +218,7 @@ class ShellChannel:
     async def _execute(self, message: Message, parent: Parent) -> None:
         shell = self.shell
         content = message.content
+        started = _utc_now()
         code = content.get("code", "")
         if not isinstance(code, str):
             self._reply(
@@ -252,7 +259,9 @@ class ShellChannel:
             if error is None:
                 exc = result.error_before_exec or result.error_in_exec
                 error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": []}
-            reply = {"status": "error", **error}
+            # engine_info: the ipyparallel-era field ipykernel still puts in error replies.
+            engine = {"engine_uuid": self.sender.session.session_id, "engine_id": -1, "method": "execute"}
+            reply = {"status": "error", **error, "engine_info": engine}
         else:
             reply = {"status": "ok"}
         if own_count:
@@ -276,7 +285,7 @@ class ShellChannel:
             self._aborting = True
             self._request_abort_marker(self)
         self._flush_streams(parent)
-        self._reply(message, reply)
+        self._reply(message, reply, started=started)
         if shell.exit_now:
             shell.exit_now = False
             # The front end acts on the ask_exit payload first: jupyter console reads
@@ -362,15 +371,25 @@ class ShellChannel:
     def _status(self, state: str, parent: Parent) -> None:
         self.sender.publish("status", {"execution_state": state}, parent=parent.header_json)
 
-    def _reply(self, message: Message, content: dict[str, Any]) -> None:
+    def _reply(self, message: Message, content: dict[str, Any], *, started: str | None = None) -> None:
+        metadata = {"status": content.get("status", "ok")}
+        if started is not None:
+            # When the execution began: JupyterLab records it as the cell's
+            # ``shell.execute_reply.started`` timing, as ipykernel sends it.
+            metadata["started"] = started
         self.sender.send(
             "shell",
             reply_type(message.msg_type),
             content,
             parent=message.parent_part,
             identities=message.identities,
-            metadata={"status": content.get("status", "ok")},
+            metadata=metadata,
         )
+
+
+def _utc_now() -> str:
+    """Now, in UTC, as ISO 8601 with a ``Z`` (how jupyter_client writes dates)."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error_content(exc: BaseException) -> dict[str, Any]:

@@ -31,8 +31,8 @@ survives a fork, and the sockets belong to the parent). So children send their
   longer than ``MAX_RECORD_CHARS`` is sent in pieces.
 * Which cell? The child asks ``routing.current_parent()`` at each write: a
   forked child inherits the forking thread's context, so it writes to the cell
-  that forked it, even after that cell has ended and another runs. Pool tasks
-  outlive nothing but run in workers that outlive cells, so
+  that forked it, even after that cell has ended and another runs. A pool's
+  workers outlive the cell that made them and serve later cells, so
   ``ProcessPoolExecutor.submit`` and ``multiprocessing.Pool``'s task methods
   wrap the function in a ``RoutedCall`` that carries the submitting cell's
   header into the worker for the task's duration.
@@ -50,10 +50,19 @@ How a child gets its ``ChildStream``:
   ``start_spawned_child`` with the socket's address and the starting cell.
   The entry unpickles to a guarded ``exec``, so a child interpreter that
   cannot import threadline simply starts without it.
-* other programs (``subprocess``, ``os.system``) write to file descriptors 1
-  and 2, which are the kernel's capture pipes (``fdcapture``): their writes of
-  up to ``PIPE_BUF`` bytes are atomic, but they are routed to the latest
-  execute request, and a child's large buffered writes can meet another's.
+
+The child's side (``ChildStream`` and its socket) is in ``child_stream``.
+* programs started with ``subprocess.Popen`` (``run``, asyncio's too) by the
+  kernel process, whose stdout or stderr would be the kernel's own (not given,
+  or the kernel's stream object): ``Popen.__init__`` gives each such stream a
+  pipe of its own, which ``ChildOutput``'s thread reads (one pipe per program,
+  so lines are assembled per program, whatever size its writes have), routed
+  to the cell that created the ``Popen``. A partial line goes out at the end of
+  the pipe, or once the pipe has been quiet for ``PARTIAL_LINE_DELAY``.
+* everything else (``os.system``, C code, the programs a child starts) writes
+  to file descriptors 1 and 2, the kernel's capture pipes (``fdcapture``):
+  writes of up to ``PIPE_BUF`` bytes are atomic, and they go to the cell that
+  is running.
 
 Before a child is born (fork, spawn, pool submit) the starting thread's own
 stream text is flushed, so what a cell printed before starting a child is
@@ -63,6 +72,7 @@ shown before the child's output.
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import functools
 import io
@@ -71,40 +81,59 @@ import os
 import select
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from threadline import routing
 from threadline.routing import Parent
+from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS, ChildStream, KernelLink
+from threadline.shell.peek import has_input
 
 if TYPE_CHECKING:  # a child process imports this module: keep zmq out of it
     from threadline.io import Sender
 
-#: A record: kind (b"1" stdout, b"2" stderr), parent header JSON, NUL, UTF-8 text.
-_KINDS: Final = {b"1": "stdout", b"2": "stderr"}
-#: Text per record at most (UTF-8 needs at most 4 bytes a character).
-MAX_RECORD_CHARS: Final = 16 * 1024
-#: A parent header longer than this is not sent (the record goes to the latest cell).
-_MAX_HEADER: Final = 8 * 1024
-_RECEIVE_BUFFER: Final = 4 * MAX_RECORD_CHARS + _MAX_HEADER + 64
+_KINDS: Final = {kind: name for name, kind in RECORD_KINDS.items()}
+_RECEIVE_BUFFER: Final = 4 * MAX_RECORD_CHARS + MAX_HEADER + 64
 #: Records ``sync`` takes at most (the socket queue holds ~10; children may be waiting).
 _SYNC_LIMIT: Final = 1024
 #: Records the receiving thread takes before it publishes them (and lets ``sync`` in).
 _BATCH: Final = 256
+#: A subprocess's partial line is shown once its pipe has been quiet this long (seconds).
+PARTIAL_LINE_DELAY: Final = 0.1
 
 
 # -- kernel side -------------------------------------------------------------------------------
 
 
+class _ProgramPipe:
+    """One subprocess's stdout or stderr: its own pipe, read into whole lines for its cell."""
+
+    __slots__ = ("decoder", "fd", "header", "name", "partial", "since")
+
+    def __init__(self, fd: int, name: str, header: bytes) -> None:
+        self.fd = fd
+        self.name = name
+        self.header = header
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.partial = ""
+        self.since = 0.0  # when the partial line was last extended
+
+
 class ChildOutput:
     """The kernel's receiving end of its children's output."""
 
-    def __init__(self, sender: Sender, kernel_streams: Iterable[io.TextIOBase]) -> None:
+    def __init__(
+        self, sender: Sender, kernel_streams: Iterable[io.TextIOBase], *, pipe_programs: bool = True
+    ) -> None:
         self._sender = sender
         self._kernel_streams = tuple(kernel_streams)
+        self._pipe_programs = pipe_programs
+        self._pipes: dict[int, _ProgramPipe] = {}  # read fd -> pipe; changed under the lock
         self._directory = tempfile.mkdtemp(prefix="threadline-")  # mode 0700
         self.address = os.path.join(self._directory, "children")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -120,11 +149,27 @@ class ChildOutput:
         """Start receiving, and make children of this process send here."""
         self._thread.start()
         _become_kernel(self.address, self._kernel_streams)
+        if self._pipe_programs:
+            _pipe_subprocesses(self)
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
+        if not has_input(self._socket.fileno()) and not any(has_input(fd) for fd in list(self._pipes)):
+            return  # the usual case, found without giving up the GIL (see peek)
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
+            for pipe in list(self._pipes.values()):
+                self._read_pipe(pipe)
+
+    def pipe_for_program(self, name: str, header: bytes) -> int:
+        """A new pipe whose text goes to ``name`` of cell ``header``; returns its write end,
+        which the caller gives to one subprocess and then closes."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        with self._lock:
+            self._pipes[read_end] = _ProgramPipe(read_end, name, header)
+        os.write(self._wake_write, b"p")  # watch it from now on
+        return write_end
 
     def close(self, timeout: float = 1.0) -> None:
         """Deliver what is still queued; stop receiving. Idempotent."""
@@ -136,20 +181,71 @@ class ChildOutput:
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
             self._socket.close()
+            for pipe in list(self._pipes.values()):
+                self._read_pipe(pipe)
+                if self._pipes.get(pipe.fd) is pipe:  # still open: a program that outlives us
+                    self._end_pipe(pipe)
         os.close(self._wake_read)
         os.close(self._wake_write)
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def _serve(self) -> None:
-        poller = select.poll()
-        poller.register(self._socket.fileno(), select.POLLIN)
-        poller.register(self._wake_read, select.POLLIN)
+        socket_fd = self._socket.fileno()
         while not self._closing:
-            poller.poll()
-            while not self._closing:
+            poller = select.poll()
+            poller.register(socket_fd, select.POLLIN)
+            poller.register(self._wake_read, select.POLLIN)
+            with self._lock:
+                pipes = list(self._pipes.values())
+            for pipe in pipes:
+                poller.register(pipe.fd, select.POLLIN)
+            waiting = any(pipe.partial for pipe in pipes)
+            ready = {fd for fd, _ in poller.poll(PARTIAL_LINE_DELAY * 500 if waiting else None)}
+            if self._wake_read in ready:
+                os.read(self._wake_read, 4096)
+            while socket_fd in ready and not self._closing:
                 with self._lock:
                     if self._receive(limit=_BATCH) < _BATCH:
                         break
+            with self._lock:
+                if self._closing:
+                    return
+                now = time.monotonic()
+                for pipe in pipes:
+                    if pipe.fd in ready:
+                        self._read_pipe(pipe)
+                    elif pipe.partial and now - pipe.since >= PARTIAL_LINE_DELAY:
+                        self._publish_text(pipe.name, pipe.header, pipe.partial)
+                        pipe.partial = ""
+
+    def _read_pipe(self, pipe: _ProgramPipe) -> None:
+        """Publish the complete lines a program's pipe holds; at its end, the rest. Lock held."""
+        if self._pipes.get(pipe.fd) is not pipe:
+            return  # ended already (its descriptor may have a new owner)
+        while True:
+            try:
+                data = os.read(pipe.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._end_pipe(pipe)
+                return
+            text = pipe.partial + pipe.decoder.decode(data)
+            end = text.rfind("\n") + 1
+            pipe.partial, pipe.since = text[end:], time.monotonic()
+            if end:
+                self._publish_text(pipe.name, pipe.header, text[:end])
+
+    def _end_pipe(self, pipe: _ProgramPipe) -> None:
+        """The program closed its end: the partial line goes too. Lock held."""
+        rest = pipe.partial + pipe.decoder.decode(b"", final=True)
+        pipe.partial = ""
+        if rest:
+            self._publish_text(pipe.name, pipe.header, rest)
+        del self._pipes[pipe.fd]
+        os.close(pipe.fd)
 
     def _receive(self, limit: int) -> int:
         """Take up to ``limit`` queued records and publish them. Lock held. Returns the count."""
@@ -190,11 +286,14 @@ class ChildOutput:
             ):
                 parts.append(records[index][2])
                 index += 1
-            parent = header or _latest_header()
-            if parent is None:
-                continue  # no cell has run yet: nowhere to show it
-            with contextlib.suppress(RuntimeError):  # the outbox closed: shutting down
-                self._sender.publish("stream", {"name": name, "text": "".join(parts)}, parent=parent)
+            self._publish_text(name, header, "".join(parts))
+
+    def _publish_text(self, name: str, header: bytes, text: str) -> None:
+        parent = header or _latest_header()
+        if parent is None:
+            return  # no cell has run yet: nowhere to show it
+        with contextlib.suppress(RuntimeError):  # the outbox closed: shutting down
+            self._sender.publish("stream", {"name": name, "text": text}, parent=parent)
 
 
 def _latest_header() -> bytes | None:
@@ -203,116 +302,6 @@ def _latest_header() -> bytes | None:
 
 
 # -- child side ---------------------------------------------------------------------------------
-
-
-class _KernelLink:
-    """A child's socket to the kernel's ``ChildOutput`` (one per process, made on first use)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self._socket: socket.socket | None = None
-        self._pid = 0
-        self._lost = False
-
-    def send(self, kind: bytes, fd: int, text: str) -> None:
-        parent = routing.current_parent()
-        header = parent.header_json if parent is not None else b""
-        if len(header) > _MAX_HEADER:
-            header = b""
-        for piece in _pieces(text):
-            record = kind + header + b"\0" + piece.encode("utf-8", "replace")
-            if not self._send_record(record):
-                _write_fd(fd, piece)
-
-    def _send_record(self, record: bytes) -> bool:
-        if self._lost:
-            return False
-        try:
-            if self._socket is None or self._pid != os.getpid():
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._socket.connect(self.address)
-                self._pid = os.getpid()
-            self._socket.send(record)  # blocks while the kernel's queue is full
-        except OSError:  # the kernel is gone: what is left goes to the descriptor
-            self._lost = True
-            return False
-        return True
-
-
-def _pieces(text: str) -> Iterable[str]:
-    """``text`` in records of at most ``MAX_RECORD_CHARS``, cut after a newline where possible."""
-    while len(text) > MAX_RECORD_CHARS:
-        end = text.rfind("\n", 0, MAX_RECORD_CHARS) + 1 or MAX_RECORD_CHARS
-        yield text[:end]
-        text = text[end:]
-    if text:
-        yield text
-
-
-def _write_fd(fd: int, text: str) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, text.encode("utf-8", "replace"))
-
-
-class ChildStream(io.TextIOBase):
-    """``sys.stdout`` / ``sys.stderr`` of a child process: whole lines to the kernel.
-
-    Each thread's partial line is kept under its own key of a dict that only
-    that thread changes (atomic dict operations; no lock, so nothing a fork or
-    a signal handler could find held).
-    """
-
-    def __init__(self, name: str, fd: int, link: _KernelLink) -> None:
-        super().__init__()
-        self.name = name
-        self._fd = fd
-        self._kind = b"1" if fd == 1 else b"2"
-        self._link = link
-        self._partial: dict[int, str] = {}
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if not text:
-            return 0
-        ident = threading.get_ident()
-        pending = self._partial.pop(ident, "") + text
-        end = pending.rfind("\n") + 1
-        if end < len(pending):
-            self._partial[ident] = pending[end:]
-        if end:
-            self._link.send(self._kind, self._fd, pending[:end])
-        return len(text)
-
-    def flush(self) -> None:
-        """Send this thread's partial line now."""
-        pending = self._partial.pop(threading.get_ident(), "")
-        if pending:
-            self._link.send(self._kind, self._fd, pending)
-
-    def flush_all(self) -> None:
-        """Send every thread's partial line (at the process's exit)."""
-        for ident in list(self._partial):
-            pending = self._partial.pop(ident, "")
-            if pending:
-                self._link.send(self._kind, self._fd, pending)
-
-    def forget_partial_lines(self) -> None:
-        """In a new child: the partial lines are the parent's, which sends them itself."""
-        self._partial.clear()
 
 
 class RoutedCall:
@@ -351,13 +340,46 @@ _kernel_streams: tuple[io.TextIOBase, ...] = ()
 #: This process's child streams, once it is a child.
 _child_streams: tuple[ChildStream, ChildStream] | None = None
 _hooks_installed = False
+#: The kernel's process id (only the kernel itself pipes its subprocesses).
+_kernel_pid = 0
 _SPAWN_KEY: Final = "threadline_child_output"
 
 
 def _become_kernel(address: str, kernel_streams: tuple[io.TextIOBase, ...]) -> None:
-    global _address, _kernel_streams
-    _address, _kernel_streams = address, kernel_streams
+    global _address, _kernel_streams, _kernel_pid
+    _address, _kernel_streams, _kernel_pid = address, kernel_streams, os.getpid()
     _install_process_hooks()
+
+
+def _pipe_subprocesses(output: ChildOutput) -> None:
+    """``subprocess.Popen`` in the kernel process: a child whose stdout or stderr would be
+    the kernel's own (not given, or the kernel's stream object) gets a pipe of its own."""
+    original_init = subprocess.Popen.__init__
+    if getattr(original_init, "_threadline_pipes", False):
+        return
+
+    @functools.wraps(original_init)
+    def __init__(self: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+        if more or os.getpid() != _kernel_pid:  # positional options, or a forked child
+            original_init(self, args, *more, **kwargs)
+            return
+        _flush_std_streams()
+        header = _current_header()
+        opened: list[int] = []
+        for key in ("stdout", "stderr"):
+            value = kwargs.get(key)
+            name = key if value is None else getattr(value, "name", None)
+            if (value is None or value in _kernel_streams) and isinstance(name, str):
+                opened.append(output.pipe_for_program(name, header))
+                kwargs[key] = opened[-1]
+        try:
+            original_init(self, args, **kwargs)
+        finally:
+            for fd in opened:  # the child has its copy; a child that failed to start: EOF
+                os.close(fd)
+
+    __init__._threadline_pipes = True  # type: ignore[attr-defined]
+    subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
 
 
 def start_spawned_child(address: str, header_json: bytes) -> None:
@@ -378,7 +400,7 @@ def _become_child(*, replace_any: bool) -> None:
     if _address is None:
         return
     if _child_streams is None:
-        link = _KernelLink(_address)
+        link = KernelLink(_address)
         _child_streams = (ChildStream("stdout", 1, link), ChildStream("stderr", 2, link))
         atexit.register(_flush_child_streams)
     else:

@@ -14,7 +14,6 @@ is kept thread-locally for the execute reply.
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import sys
 import threading
@@ -110,27 +109,10 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     system = InteractiveShell.system_piped
 
     def enable_gui(self, gui: str | None = None) -> None:
-        if gui not in (None, "inline"):
-            raise NotImplementedError(f"GUI event loop integration ({gui!r}) is not supported by threadline")
+        """``%gui NAME`` / ``%matplotlib NAME``: run that toolkit's loop while the kernel is idle."""
+        from threadline import gui as gui_loops
 
-    def run_startup_files(self) -> None:
-        """Run ``$PYTHONSTARTUP`` and the profile's ``startup/*.py`` / ``*.ipy``, as IPython does.
-
-        Their output has no cell to go to yet; it goes to the kernel's log.
-        """
-        files: list[str] = []
-        python_startup = os.environ.get("PYTHONSTARTUP")
-        if python_startup and os.path.isfile(python_startup):
-            files.append(python_startup)
-        startup_dir = self.profile_dir.startup_dir
-        files += sorted(
-            glob.glob(os.path.join(startup_dir, "*.py")) + glob.glob(os.path.join(startup_dir, "*.ipy"))
-        )
-        for path in files:
-            if path.endswith(".ipy"):
-                self.safe_execfile_ipy(path)
-            else:
-                self.safe_execfile(path, self.user_ns, raise_exceptions=False, shell_futures=True)
+        gui_loops.enable(gui)
 
     # -- errors ---------------------------------------------------------------------
 

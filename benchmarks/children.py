@@ -1,0 +1,187 @@
+"""Child processes' output: whole lines received, threadline vs ipykernel, same run.
+
+Each scenario is one cell that starts 4 children at once, each printing 200
+numbered lines (``child C line L`` + 40 x); the cell waits for them. The client
+collects every ``stream`` message on stdout until the cell's idle plus a quiet
+second (output that arrives late still counts), and counts:
+
+* ``whole``: distinct expected lines received intact, on a line of their own;
+* ``broken``: expected lines not received intact (800 - whole);
+* ``fragments``: received lines that are not an expected line (pieces of
+  lines, or two children's text glued together);
+* ``missing chars``: characters of the 800 lines that never arrived (text
+  lost, as opposed to text cut up);
+* ``dup``: expected lines received more than once;
+* ``other cell``: intact expected lines that arrived with another parent.
+
+Run (needs ipykernel in the environment: ``pip install -e .[bench]``)::
+
+    .venv/bin/python -m benchmarks.children            # 3 repetitions per kernel
+    .venv/bin/python -m benchmarks.children --reps 1 --only fork
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.harness import KERNEL_NAMES, KernelHandle, isolate_jupyter_dirs, parts, running_kernel
+
+CHILDREN, LINES = 4, 200
+PAD = "x" * 40
+LINE = re.compile(rf"child (\d+) line (\d+) {PAD}")
+QUIET = 1.0
+
+WORKER = f"""
+def write_lines(child):
+    for line in range({LINES}):
+        print(f"child {{child}} line {{line}} {PAD}")
+    return child
+"""
+
+SCENARIOS: dict[str, str] = {
+    "fork": f"""
+        import multiprocessing as mp
+        context = mp.get_context("fork")
+        ps = [context.Process(target=bench_worker.write_lines, args=(c,)) for c in range({CHILDREN})]
+        for p in ps: p.start()
+        for p in ps: p.join()
+    """,
+    "os.fork": f"""
+        import os
+        pids = []
+        for c in range({CHILDREN}):
+            pid = os.fork()
+            if pid == 0:
+                bench_worker.write_lines(c)
+                sys.stdout.flush()
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids: os.waitpid(pid, 0)
+    """,
+    "spawn": f"""
+        import multiprocessing as mp
+        context = mp.get_context("spawn")
+        ps = [context.Process(target=bench_worker.write_lines, args=(c,)) for c in range({CHILDREN})]
+        for p in ps: p.start()
+        for p in ps: p.join()
+    """,
+    "pool (fork)": f"""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor({CHILDREN}, mp_context=mp.get_context("fork")) as pool:
+            list(pool.map(bench_worker.write_lines, range({CHILDREN})))
+    """,
+    "pool (spawn)": f"""
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor({CHILDREN}, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(bench_worker.write_lines, range({CHILDREN})))
+    """,
+    "subprocess": f"""
+        import os, subprocess
+        script = "import bench_worker, sys; bench_worker.write_lines(int(sys.argv[1]))"
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(bench_worker.__file__))
+        command = [sys.executable, "-c", script]
+        children = [subprocess.Popen([*command, str(c)], env=env) for c in range({CHILDREN})]
+        for child in children: child.wait()
+    """,
+}
+
+
+def measure(handle: KernelHandle, code: str, timeout: float = 120.0) -> dict[str, int]:
+    """Run one scenario cell; count what arrived (see the module docstring)."""
+    msg_id, frames = handle.execute_frames(textwrap.dedent(code))
+    handle.shell.send_multipart(frames)
+    received: list[list[bytes]] = []
+    deadline = time.monotonic() + timeout
+    idle = False
+    while time.monotonic() < deadline:
+        if not handle.iopub.poll(int(QUIET * 1000)):
+            if idle:
+                break
+            continue
+        before = len(received)
+        handle.drain_iopub(received.append)
+        for message in received[before:]:
+            header, parent, content = parts(message)
+            if b"status" in header and b"idle" in content and msg_id in parent:
+                idle = True
+    mine, elsewhere = [], []
+    for message in received:
+        decoded = handle.decode(message)
+        if decoded["msg_type"] != "stream" or decoded["content"]["name"] != "stdout":
+            continue
+        own = decoded["parent_header"].get("msg_id", "").encode() == msg_id
+        (mine if own else elsewhere).append(decoded["content"]["text"])
+    lines = "".join(mine).splitlines()
+    whole = Counter(line for line in lines if LINE.fullmatch(line))
+    other = sum(1 for line in "".join(elsewhere).splitlines() if LINE.fullmatch(line))
+    expected_chars = sum(len(f"child {c} line {n} {PAD}\n") for c in range(CHILDREN) for n in range(LINES))
+    return {
+        "whole": len(whole),
+        "broken": CHILDREN * LINES - len(whole),
+        "fragments": sum(1 for line in lines if not LINE.fullmatch(line)),
+        "missing chars": max(0, expected_chars - len("".join(mine))),
+        "dup": sum(count - 1 for count in whole.values()),
+        "other cell": other,
+        "idle": int(idle),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="a scenario (repeatable)")
+    parser.add_argument("--out", type=Path, help="write the raw results as JSON here")
+    args = parser.parse_args(argv)
+    scenarios = args.only or list(SCENARIOS)
+    root = isolate_jupyter_dirs()
+    worker_dir = Path(tempfile.mkdtemp(prefix="bench-children-"))
+    (worker_dir / "bench_worker.py").write_text(WORKER)
+    setup = f"import sys\nsys.path.insert(0, {str(worker_dir)!r})\nimport bench_worker"
+    results: dict[str, dict[str, list[dict[str, int]]]] = {name: {} for name in scenarios}
+    try:
+        for kind in KERNEL_NAMES:
+            with running_kernel(kind) as handle:
+                handle.execute(setup)
+                for name in scenarios:
+                    for _ in range(args.reps):
+                        counts = measure(handle, SCENARIOS[name])
+                        results[name].setdefault(kind, []).append(counts)
+                        print(f"{kind:10} {name:13} {counts}", file=sys.stderr)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(worker_dir, ignore_errors=True)
+    total = CHILDREN * LINES
+    print(f"\n{CHILDREN} children x {LINES} lines at once, {args.reps} repetitions:")
+    print("whole lines min-max, the other columns the worst repetition\n")
+    print(f"| scenario | kernel | whole lines (of {total}) | fragments | missing chars | dup | other cell |")
+    print("|---|---|---|---|---|---|---|")
+    for name in scenarios:
+        for kind in KERNEL_NAMES:
+            runs = results[name].get(kind, [])
+            if not runs:
+                continue
+            worst = {key: max(r[key] for r in runs) for key in runs[0]}
+            wholes = sorted(r["whole"] for r in runs)
+            whole = f"{wholes[0]}" if wholes[0] == wholes[-1] else f"{wholes[0]}-{wholes[-1]}"
+            print(
+                f"| {name} | {kind} | {whole} | {worst['fragments']} | {worst['missing chars']} | "
+                f"{worst['dup']} | {worst['other cell']} |"
+            )
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
