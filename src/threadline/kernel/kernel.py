@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 Threads: the IO thread (sockets; control requests, which never block, are
 answered right there, so interrupt, shutdown and kernel_info work while a cell
-runs), the heartbeat thread, and the main thread, which runs the asyncio loop
-that serves the shell channel (``ShellChannel``). Everything any thread sends
-goes through the IO thread's outbox. The IO thread and the heartbeat are
-started by ``Boot`` (kernel/boot.py), before IPython is even imported; the
-kernel takes their handlers over at the end of ``start``.
+runs), the heartbeat thread, and the main thread, which serves the shell
+channel (``ShellChannel``) and owns the main asyncio loop. Everything any
+thread sends goes through the IO thread's outbox. The IO thread and the
+heartbeat are started by ``Boot`` (kernel/boot.py), before IPython is even
+imported; the kernel takes their handlers over at the end of ``start``.
 
 Shutdown is ordered so that nothing written is lost: the reply is queued; the
 shell loop is told to stop (a running cell is interrupted); when ``run``
@@ -266,12 +266,20 @@ class Kernel:
         threading.Thread(target=watch, name="threadline-parent-watch", daemon=True).start()
 
     def run(self) -> int:
-        """Serve the shell channel on this (the main) thread until shutdown."""
+        """Serve the shell channel on this (the main) thread until shutdown.
+
+        The main loop, ``self._loop``, is created once, in ``__init__``, and is
+        this thread's current asyncio loop. It runs only inside the shell
+        channel: in its wait for the next request (``ShellChannel._next_request``,
+        a ``run_until_complete``; tasks that cells started run there) and while a
+        cell with top-level ``await`` runs. A plain cell runs with it stopped, so
+        that ``asyncio.run()`` works in the cell.
+        """
         loop = self._loop
         asyncio.set_event_loop(loop)
         self.boot.mark("serving")
         try:
-            loop.run_until_complete(self.channel.serve())
+            self.channel.serve()
         finally:
             # Tasks that cells started end with the kernel (IPython's own
             # atexit hook saves the history afterwards).
