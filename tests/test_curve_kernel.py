@@ -316,11 +316,11 @@ def test_an_outsider_on_iopub_hears_nothing(
 # -- refusals and warnings at start ------------------------------------------------------------
 
 
-def run_kernel_with(tmp_path: Path, **fields: Any) -> subprocess.CompletedProcess[str]:
+def run_kernel_with(tmp_path: Path, *arguments: str, **fields: Any) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "connection.json"
     path.write_bytes(orjson.dumps({"key": "k" * 32, "ip": "127.0.0.1", "transport": "tcp", **fields}))
     return subprocess.run(
-        [sys.executable, "-m", "threadline", "-f", str(path)],
+        [sys.executable, "-m", "threadline", "-f", str(path), *arguments],
         capture_output=True,
         text=True,
         timeout=TIMEOUT * 2,
@@ -346,6 +346,14 @@ def test_a_public_key_of_another_pair_exits_at_once(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "curve_publickey is not the public key of curve_secretkey" in done.stderr
     assert secret not in done.stderr and other_public not in done.stderr
+
+
+def test_encrypt_with_a_connection_file_says_the_file_decides(tmp_path: Path) -> None:
+    # An empty key stops the kernel right after the note, so nothing has to be shut down.
+    done = run_kernel_with(tmp_path, "--encrypt", key="")
+    assert "--encrypt is for a kernel that writes its own connection file" in done.stderr
+    assert "the connection file has an empty key" in done.stderr
+    assert done.returncode == 2
 
 
 def self_launched(tmp_path: Path, *arguments: str) -> tuple[subprocess.Popen[bytes], str, Path]:
