@@ -59,10 +59,11 @@ from threadline.io import curve_available
 pytestmark = pytest.mark.skipif(not curve_available(), reason="this libzmq has no CurveZMQ")
 
 
-def start_encrypted(
+def start_managed(
     transport: str = "tcp", *, encryption: str = "required", **launch: Any
 ) -> tuple[KernelManager, BlockingKernelClient, dict[str, Any]]:
-    """A threadline kernel with manager-provisioned Curve keys, a ready client, and its connection file."""
+    """A threadline kernel started by a KernelManager with this ``transport_encryption``
+    (by default: manager-provisioned Curve keys), a ready client, and its connection file."""
     manager = KernelManager(kernel_name="threadline", transport_encryption=encryption, transport=transport)
     if transport == "ipc":
         # jupyter_client's default is "kernel-ipc" in the working directory; keep it short
@@ -84,7 +85,7 @@ def start_encrypted(
 def encrypted(
     request: pytest.FixtureRequest,
 ) -> Iterator[tuple[KernelManager, BlockingKernelClient, dict[str, Any]]]:
-    manager, client, info = start_encrypted(request.param)
+    manager, client, info = start_managed(request.param)
     try:
         yield manager, client, info
     finally:
@@ -165,7 +166,7 @@ def test_the_kernel_runs_encrypted_over_tcp_and_ipc(
 
 
 def test_the_ipc_transport_works_without_encryption_too() -> None:
-    manager, kc, info = start_encrypted("ipc", encryption="disabled")
+    manager, kc, info = start_managed("ipc", encryption="disabled")
     try:
         assert "curve_secretkey" not in info
         assert Path(f"{info['ip']}-{info['iopub_port']}").exists()
@@ -228,7 +229,7 @@ y = add(10, 5)
 
 
 def test_the_debugger_works_encrypted() -> None:
-    manager, kc, _ = start_encrypted("tcp")
+    manager, kc, _ = start_managed("tcp")
     try:
         dbg = DebugClient(kc)
         assert dbg.ok("debugInfo")["isStarted"] is False
@@ -413,7 +414,7 @@ def test_encrypt_makes_and_writes_its_own_key_pair(tmp_path: Path) -> None:
 def test_keys_never_appear_in_a_debug_log(tmp_path: Path, context: zmq.Context[Any]) -> None:
     log = tmp_path / "kernel.log"
     with log.open("wb") as log_file:
-        manager, kc, info = start_encrypted("tcp", extra_arguments=["--log-level", "debug"], stderr=log_file)
+        manager, kc, info = start_managed("tcp", extra_arguments=["--log-level", "debug"], stderr=log_file)
     try:
         intruder = outsider(context, zmq.DEALER, guessed_key=False)
         handshake_failure(intruder, endpoint(info, "shell"))
