@@ -391,7 +391,8 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
         for key in ("stdout", "stderr"):
             value = kwargs.get(key)
             name = key if value is None else getattr(value, "name", None)
-            if (value is None or value in _kernel_streams) and isinstance(name, str):
+            own = value is None or any(value is stream for stream in _kernel_streams)
+            if own and isinstance(name, str):
                 pipe, write_end = output.pipe_for_program(name, header)
                 pipes.append(pipe)
                 opened.append(write_end)
