@@ -118,6 +118,9 @@ class ShellChannel:
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
         #: delivers the interrupt again).
         self.defer_interrupt: Callable[[FrameType | None], bool] | None = None
+        #: Called by the SIGINT handler when no cell runs here (the kernel then
+        #: interrupts its background cells). Must be signal-safe.
+        self.on_idle_interrupt: Callable[[], None] | None = None
         #: Called after each comm message this channel handled (the kernel wakes the
         #: main loop: see ``Kernel._wake_main_loop``).
         self.after_comm: Callable[[], None] | None = None
@@ -478,7 +481,8 @@ class ShellChannel:
                 return
             self._interrupt_deferrals = 0
             raise KeyboardInterrupt
-        self.interrupt_async_cell()
+        if not self.interrupt_async_cell() and self.on_idle_interrupt is not None:
+            self.on_idle_interrupt()
 
     # -- sending ------------------------------------------------------------------------------
 
