@@ -96,6 +96,7 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         from threadline import gui as gui_loops
 
         gui_loops.enable(gui)
+        self.active_eventloop = gui_loops.active()  # IPython's name for it, read by libraries
 
     # -- errors ---------------------------------------------------------------------
 
