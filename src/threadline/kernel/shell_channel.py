@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from types import FrameType
 from typing import Any, Final
 
@@ -322,7 +323,13 @@ class ShellChannel:
         self._interrupt_deferrals = 0
         self._sync_cell_running = True
         try:
-            sync_result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
+            # IPython's run_cell transforms the cell again: reuse ours (unless it
+            # failed, so that IPython meets and reports the error itself).
+            once = shell.transformed_once(code, transformed) if preprocessing_error is None else nullcontext()
+            with once:
+                sync_result: ExecutionResult = shell.run_cell(
+                    code, store_history=store_history, silent=silent
+                )
         finally:
             self._sync_cell_running = False
         return sync_result
