@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import zmq
@@ -11,7 +12,8 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session
 
-from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply
+from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply, wait_for_iopub
+from threadline.protocol import CHANNELS
 
 
 def _request(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +231,25 @@ def test_kernel_info_on_control(kc: BlockingKernelClient) -> None:
     _check_kernel_info(reply)
 
 
+def test_connect_request_names_the_bound_ports(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    manager, kc = kernel
+    reply = _request(kc, "connect_request", {})
+    assert reply["msg_type"] == "connect_reply"
+    ports = {f"{c}_port": manager.get_connection_info()[f"{c}_port"] for c in CHANNELS}
+    assert reply["content"] == {"status": "ok", **ports}
+
+
+def test_execute_reply_metadata_says_when_it_started(kc: BlockingKernelClient) -> None:
+    """JupyterLab records ``metadata.started`` as the cell's execution start, as ipykernel sends it."""
+    before = datetime.now(UTC)
+    metadata = execute(kc, "1").reply["metadata"]
+    started = datetime.fromisoformat(metadata["started"])
+    assert metadata["started"].endswith("Z") and metadata["status"] == "ok"
+    assert before - timedelta(seconds=1) <= started <= datetime.now(UTC)
+
+
 def test_kernel_info_on_control_while_a_cell_runs(kc: BlockingKernelClient) -> None:
     execute(kc, "import threading\nrelease = threading.Event()")
     running = kc.execute("print('waiting', flush=True)\nrelease.wait(60)")
@@ -283,6 +304,27 @@ def test_comm_info_lists_comms_and_filters(kc: BlockingKernelClient) -> None:
     assert close["content"]["comm_id"] == id1
     after = get_reply(kc, kc.comm_info(target_name="t"))["content"]
     assert after["comms"] == {id2: {"target_name": "t"}}
+
+
+def test_comm_callback_resolves_a_future_the_async_cell_awaits(kc: BlockingKernelClient) -> None:
+    """ipywidgets' recipe for waiting on a widget: its callback sets a future of the running cell.
+
+    The callback runs on the comm worker; the main loop must still wake up to
+    finish the cell (the await has no timeout: without the wake-up it hangs).
+    """
+    setup = execute(kc, "import asyncio, comm\nc = comm.create_comm(target_name='t')\nprint(c.comm_id)")
+    comm_id = setup.stdout.strip()
+    msg_id = kc.execute(
+        "fut = asyncio.get_running_loop().create_future()\n"
+        "c.on_msg(lambda msg: fut.set_result(msg['content']['data']['value']))\n"
+        "c.send({'ask': 1})\n"
+        "print('answer', await fut)"
+    )
+    wait_for_iopub(kc, lambda m: m["msg_type"] == "comm_msg" and m["parent_header"].get("msg_id") == msg_id)
+    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"value": 42}}))
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    outputs = collect_until_idle(kc, msg_id)
+    assert "answer 42\n" in [m["content"].get("text") for m in outputs if m["msg_type"] == "stream"]
 
 
 def test_comm_open_from_frontend_reaches_target(kc: BlockingKernelClient) -> None:

@@ -68,7 +68,7 @@ def test_create_list_delete(kc: BlockingKernelClient) -> None:
     assert control_request(kc, "delete_subshell_request", {"subshell_id": first})["content"]["status"] == "ok"
     assert control_request(kc, "list_subshell_request", {})["content"]["subshell_id"] == [second]
     missing = control_request(kc, "delete_subshell_request", {"subshell_id": first})["content"]
-    assert missing["status"] == "error" and missing["ename"] == "SubshellNotFound"
+    assert missing["status"] == "error" and missing["ename"] == "UnknownSubshellError"
 
 
 def test_subshell_runs_while_the_main_shell_is_busy(kc: BlockingKernelClient) -> None:
@@ -100,7 +100,7 @@ def test_unknown_subshell_is_an_error_not_a_fallback(kc: BlockingKernelClient) -
     msg_id = execute_in(kc, "no-such-subshell", "print('must not run')")
     reply = get_reply(kc, msg_id)
     assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "SubshellNotFound"
+    assert reply["content"]["ename"] == "UnknownSubshellError"
 
 
 def test_interrupt_reaches_a_subshell(kc: BlockingKernelClient) -> None:

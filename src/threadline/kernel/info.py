@@ -1,4 +1,4 @@
-"""What the kernel says about itself: the kernel_info_reply content.
+"""What the kernel says about itself: kernel_info, connect and unknown-subshell replies.
 
 The content does not depend on the shell, so it can be answered before the
 shell exists (``kernel.boot``), and it does not change while the kernel runs,
@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from threadline import __version__
-from threadline.protocol import PROTOCOL_VERSION
+from threadline.protocol import CHANNELS, PROTOCOL_VERSION, ConnectionInfo, error_content
 
 #: The features kernel_info declares (JEP 91). Declared here, where the early
 #: answer given while the kernel boots sees them too.
@@ -89,3 +89,14 @@ def ipython_version() -> str:
     import IPython  # not installed as a distribution: ask the module itself
 
     return str(IPython.__version__)
+
+
+def connect(connection: ConnectionInfo) -> dict[str, Any]:
+    """The connect_reply content: the ports the kernel listens on (deprecated
+    in the protocol, still answered by ipykernel)."""
+    return {"status": "ok", **{f"{channel}_port": connection.port(channel) for channel in CHANNELS}}
+
+
+def unknown_subshell(subshell_id: object) -> dict[str, Any]:
+    """The error reply to a request for a subshell that does not exist, named as ipykernel names it."""
+    return error_content("UnknownSubshellError", f"Unknown subshell_id {subshell_id!r}")

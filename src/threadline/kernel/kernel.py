@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 Threads: the IO thread (sockets; control requests, which never block, are
 answered right there, so interrupt, shutdown and kernel_info work while a cell
-runs), the heartbeat thread, and the main thread, which runs the asyncio loop
-that serves the shell channel (``ShellChannel``). Everything any thread sends
-goes through the IO thread's outbox. The IO thread and the heartbeat are
-started by ``Boot`` (kernel/boot.py), before IPython is even imported; the
-kernel takes their handlers over at the end of ``start``.
+runs), the heartbeat thread, and the main thread, which serves the shell
+channel (``ShellChannel``) and owns the main asyncio loop. Everything any
+thread sends goes through the IO thread's outbox. The IO thread and the
+heartbeat are started by ``Boot`` (kernel/boot.py), before IPython is even
+imported; the kernel takes their handlers over at the end of ``start``.
 
 Shutdown is ordered so that nothing written is lost: the reply is queued; the
 shell loop is told to stop (a running cell is interrupted); when ``run``
@@ -150,7 +150,7 @@ class Kernel:
         return dict(self.boot.marks)
 
     def _make_channel(self, subshell_id: str | None) -> ShellChannel:
-        return ShellChannel(
+        channel = ShellChannel(
             self.shell,
             self.sender,
             self.comm_manager,
@@ -160,6 +160,13 @@ class Kernel:
             supported_features=self.supported_features,
             subshell_id=subshell_id,
         )
+        # ipywidgets' recipe for waiting on a widget in an async cell resolves an
+        # asyncio future from the widget's callback. The callback runs on the comm
+        # worker here (ipykernel runs it on the main loop), and ``Future.set_result``
+        # from another thread schedules the awaiting cell without waking the loop,
+        # which would sleep on until something else happened: wake it.
+        channel.after_comm = self._wake_main_loop
+        return channel
 
     def set_comm_handling(self, mode: str) -> None:
         """``"concurrent"``: comm messages are handled as they arrive, on the comm
@@ -259,12 +266,20 @@ class Kernel:
         threading.Thread(target=watch, name="threadline-parent-watch", daemon=True).start()
 
     def run(self) -> int:
-        """Serve the shell channel on this (the main) thread until shutdown."""
+        """Serve the shell channel on this (the main) thread until shutdown.
+
+        The main loop, ``self._loop``, is created once, in ``__init__``, and is
+        this thread's current asyncio loop. It runs only inside the shell
+        channel: in its wait for the next request (``ShellChannel._next_request``,
+        a ``run_until_complete``; tasks that cells started run there) and while a
+        cell with top-level ``await`` runs. A plain cell runs with it stopped, so
+        that ``asyncio.run()`` works in the cell.
+        """
         loop = self._loop
         asyncio.set_event_loop(loop)
         self.boot.mark("serving")
         try:
-            loop.run_until_complete(self.channel.serve())
+            self.channel.serve()
         finally:
             # Tasks that cells started end with the kernel (IPython's own
             # atexit hook saves the history afterwards).
@@ -388,16 +403,14 @@ class Kernel:
         if subshell_id is not None:
             target = self.subshells.get(subshell_id)
             if target is None:
-                answer_at_once(
-                    self.sender,
-                    "shell",
-                    message,
-                    error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}"),
-                )
+                answer_at_once(self.sender, "shell", message, info.unknown_subshell(subshell_id))
                 return
             target.post_request(message)
         elif is_comm:
             self.comm_worker.channel.post_request(message)
+        elif message.msg_type == "connect_request":
+            # Needs no shell state, only the ports the IO thread bound.
+            answer_at_once(self.sender, "shell", message, info.connect(self.io.connection))
         elif message.msg_type == "kernel_info_request" and self.channel.idle:
             # Nothing is queued or running on the main shell, so answering here,
             # as control requests are, keeps the order and saves two thread hops.
@@ -423,7 +436,9 @@ class Kernel:
         elif kind == "delete_subshell_request":
             subshell_id = content.get("subshell_id")
             if not isinstance(subshell_id, str) or not self.subshells.delete(subshell_id):
-                reply = error_content("SubshellNotFound", f"no subshell with id {subshell_id!r}")
+                reply = info.unknown_subshell(subshell_id)
+        elif kind == "connect_request":
+            reply = info.connect(self.io.connection)
         elif kind == "list_subshell_request":
             reply["subshell_id"] = self.subshells.ids()
         else:

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 from IPython.core.autocall import ExitAutocall
 from IPython.core.interactiveshell import InteractiveShell
@@ -106,14 +106,15 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
         """IPython's, except for interrupts: they show ``KeyboardInterrupt`` ending in the user's code.
 
-        An interrupt cancels an async cell's task; IPython catches the resulting
-        ``CancelledError`` in the cell like any other exception. The user asked
-        for an interrupt, so that is what they see (and what the reply says).
-        The kernel's own frames (its SIGINT handler, its ``input()``) are cut off
-        an interrupt's traceback (``shell/tracebacks.py``).
+        An interrupt cancels an async cell's task (or its trio cancel scope);
+        IPython catches the resulting ``CancelledError`` (``trio.Cancelled``) in
+        the cell like any other exception. The user asked for an interrupt, so
+        that is what they see (and what the reply says). The kernel's own frames
+        (its SIGINT handler, its ``input()``) are cut off an interrupt's
+        traceback (``shell/tracebacks.py``).
         """
         etype, value, tb = sys.exc_info() if exc_tuple is None else exc_tuple
-        if self.interrupting_async_cell and isinstance(value, asyncio.CancelledError):
+        if self.interrupting_async_cell and _is_cancellation(value):
             etype, value = KeyboardInterrupt, KeyboardInterrupt()
         if isinstance(value, KeyboardInterrupt):
             # Ends in the user's code, not in the kernel's handler (see shell/tracebacks.py).
@@ -174,6 +175,14 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             self._pretransformed.cell = None
             return str(pending[1])
         return str(super().transform_cell(raw_cell))
+
+
+def _is_cancellation(value: BaseException | None) -> TypeGuard[BaseException]:
+    """Whether ``value`` is how asyncio or trio (``%autoawait trio``) ends a cancelled cell."""
+    if isinstance(value, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(value, trio.Cancelled)
 
 
 def _page_to_payload(shell: ThreadlineShell, data: Any, start: int = 0, screen_lines: int = 0) -> None:
