@@ -134,19 +134,21 @@ class ChildOutput:
         self._kernel_streams = tuple(kernel_streams)
         self._pipe_programs = pipe_programs
         self._pipes: dict[int, _ProgramPipe] = {}  # read fd -> pipe; changed under the lock
+        self._buffer = bytearray(_RECEIVE_BUFFER)
+        self._lock = threading.Lock()
+        self._closing = False
+        self._started = False
+        self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
+
+    def start(self) -> None:
+        """Bind the socket, start receiving, and make children of this process send here."""
         self._directory = tempfile.mkdtemp(prefix="threadline-")  # mode 0700
         self.address = os.path.join(self._directory, "children")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._socket.setblocking(False)
         self._wake_read, self._wake_write = os.pipe()
-        self._buffer = bytearray(_RECEIVE_BUFFER)
-        self._lock = threading.Lock()
-        self._closing = False
-        self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
-
-    def start(self) -> None:
-        """Start receiving, and make children of this process send here."""
+        self._started = True
         self._thread.start()
         _become_kernel(self.address, self._kernel_streams)
         if self._pipe_programs:
@@ -154,8 +156,18 @@ class ChildOutput:
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
-        if not has_input(self._socket.fileno()) and not any(has_input(fd) for fd in list(self._pipes)):
-            return  # the usual case, found without giving up the GIL (see peek)
+        if not self._started:
+            return
+        if (
+            not has_input(self._socket.fileno())
+            and not any(has_input(fd) for fd in list(self._pipes))
+            and not self._lock.locked()
+        ):
+            # The usual case, found without giving up the GIL (see peek). The
+            # lock is looked at last: the receiving thread holds it from taking
+            # records out of the socket until they are published, so a socket
+            # that looks empty may be records taken out and not yet sent.
+            return
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
             for pipe in list(self._pipes.values()):
@@ -173,7 +185,7 @@ class ChildOutput:
 
     def close(self, timeout: float = 1.0) -> None:
         """Deliver what is still queued; stop receiving. Idempotent."""
-        if self._closing:
+        if self._closing or not self._started:
             return
         self._closing = True
         os.write(self._wake_write, b"x")

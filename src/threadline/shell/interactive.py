@@ -89,6 +89,23 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         """
         yield
 
+    def transform_cell(self, raw_cell: str) -> str:
+        """IPython's transformation, keeping the cell's line numbers.
+
+        IPython drops a cell's leading blank lines before compiling it, so the
+        compiled code's line N is the cell's line N + k: a breakpoint the debugger
+        panel sets on a line as the user sees it (and as ``dumpCell`` writes it)
+        would miss, and a traceback would name the wrong line. Here the rest of
+        the cell is transformed exactly as IPython does, and the blank lines are
+        put back as empty ones.
+        """
+        lines = raw_cell.splitlines(keepends=True)
+        blank = 0
+        while blank < len(lines) - 1 and lines[blank].isspace():
+            blank += 1
+        transformed: str = super().transform_cell("".join(lines[blank:]))
+        return "\n" * blank + transformed
+
     # No terminal: run shell commands through pipes so their output is captured.
     system = InteractiveShell.system_piped
 
@@ -97,6 +114,7 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         from threadline import gui as gui_loops
 
         gui_loops.enable(gui)
+        self.active_eventloop = gui_loops.active()  # IPython's name for it, read by libraries
 
     # -- errors ---------------------------------------------------------------------
 
