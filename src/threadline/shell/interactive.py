@@ -98,7 +98,14 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         would miss, and a traceback would name the wrong line. Here the rest of
         the cell is transformed exactly as IPython does, and the blank lines are
         put back as empty ones.
+
+        Inside ``transformed_once`` (the kernel's plain-cell path), IPython's own
+        second call on the same cell returns the kernel's first result.
         """
+        pending = getattr(self._pretransformed, "cell", None)
+        if pending is not None and pending[0] is raw_cell:
+            self._pretransformed.cell = None
+            return str(pending[1])
         lines = raw_cell.splitlines(keepends=True)
         blank = 0
         while blank < len(lines) - 1 and lines[blank].isspace():
@@ -186,13 +193,6 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             yield
         finally:
             self._pretransformed.cell = None
-
-    def transform_cell(self, raw_cell: str) -> str:
-        pending = getattr(self._pretransformed, "cell", None)
-        if pending is not None and pending[0] is raw_cell:
-            self._pretransformed.cell = None
-            return str(pending[1])
-        return str(super().transform_cell(raw_cell))
 
 
 def _is_cancellation(value: BaseException | None) -> TypeGuard[BaseException]:
