@@ -122,6 +122,8 @@ class Kernel:
         self._close_lock = threading.Lock()
         self._closed = False
         self._close_done = threading.Event()
+        #: The most recent control request (for ``get_parent("control")``; IO thread writes it).
+        self.last_control_request: Message | None = None
         #: Shell requests received before iopub's first subscriber (None once it came).
         self._held_shell: list[Message] | None = []
 
@@ -432,6 +434,8 @@ class Kernel:
 
     def _control(self, channel: str, message: Message) -> None:
         """IO thread: answer a control request at once, even while cells run."""
+        if channel == "control":
+            self.last_control_request = message
         kind, content = message.msg_type, message.content
         reply: dict[str, Any] = {"status": "ok"}
         if kind == "debug_request":

@@ -42,6 +42,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Final
@@ -397,7 +398,11 @@ class ShellChannel:
         self._cells_started += 1
         self._sync_cell_running = True
         try:
-            result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
+            # IPython's run_cell transforms the cell again: reuse ours (unless it
+            # failed, so that IPython meets and reports the error itself).
+            once = shell.transformed_once(code, transformed) if preprocessing_error is None else nullcontext()
+            with once:
+                result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
         finally:
             self._sync_cell_running = False
             # ``asyncio.run()`` in the cell leaves this thread with no current
