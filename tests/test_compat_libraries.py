@@ -185,3 +185,12 @@ def test_outputs_match_ipykernel(  # noqa: PLR0917 (two fixtures and four parame
     widget_models = models(ours)
     for model in expected_models:
         assert any(model in found for found in widget_models), (model, widget_models)
+
+
+def test_importing_ipykernels_kernel_keeps_widgets_working(threadline_kernel: BlockingKernelClient) -> None:
+    """ipykernel.ipkernel swaps comm.create_comm for its own when imported (ipykernel.get_connection_file
+    imports it); widgets made afterwards must still reach the front end."""
+    code = "import ipykernel.kernelapp\nimport ipywidgets\nipywidgets.IntSlider(3)"
+    run = execute(threadline_kernel, code)
+    assert run.content["status"] == "ok", run.content
+    assert "IntSliderModel" in models(run)
