@@ -59,6 +59,8 @@ The child's side (``ChildStream`` and its socket) is in ``child_stream``.
   so lines are assembled per program, whatever size its writes have), routed
   to the cell that created the ``Popen``. A partial line goes out at the end of
   the pipe, or once the pipe has been quiet for ``PARTIAL_LINE_DELAY``.
+  ``Popen.wait`` reads the program's pipes on the waiting thread before it
+  returns, so the program's text comes before what the cell prints next.
 * everything else (``os.system``, C code, the programs a child starts) writes
   to file descriptors 1 and 2, the kernel's capture pipes (``fdcapture``):
   writes of up to ``PIPE_BUF`` bytes are atomic, and they go to the cell that
@@ -173,15 +175,22 @@ class ChildOutput:
             for pipe in list(self._pipes.values()):
                 self._read_pipe(pipe)
 
-    def pipe_for_program(self, name: str, header: bytes) -> int:
-        """A new pipe whose text goes to ``name`` of cell ``header``; returns its write end,
-        which the caller gives to one subprocess and then closes."""
+    def pipe_for_program(self, name: str, header: bytes) -> tuple[_ProgramPipe, int]:
+        """A new pipe whose text goes to ``name`` of cell ``header``: the pipe, and its
+        write end, which the caller gives to one subprocess and then closes."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
+        pipe = _ProgramPipe(read_end, name, header)
         with self._lock:
-            self._pipes[read_end] = _ProgramPipe(read_end, name, header)
+            self._pipes[read_end] = pipe
         os.write(self._wake_write, b"p")  # watch it from now on
-        return write_end
+        return pipe, write_end
+
+    def sync_programs(self, pipes: Iterable[_ProgramPipe]) -> None:
+        """Publish what these programs wrote, on the calling thread (after a ``wait``)."""
+        with self._lock:
+            for pipe in pipes:
+                self._read_pipe(pipe)
 
     def close(self, timeout: float = 1.0) -> None:
         """Deliver what is still queued; stop receiving. Idempotent."""
@@ -367,7 +376,7 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
     """``subprocess.Popen`` in the kernel process: a child whose stdout or stderr would be
     the kernel's own (not given, or the kernel's stream object) gets a pipe of its own."""
     original_init = subprocess.Popen.__init__
-    if getattr(original_init, "_threadline_pipes", False):
+    if getattr(original_init, "_threadline_patched", False):
         return
 
     @functools.wraps(original_init)
@@ -377,21 +386,38 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
             return
         _flush_std_streams()
         header = _current_header()
+        pipes: list[_ProgramPipe] = []
         opened: list[int] = []
         for key in ("stdout", "stderr"):
             value = kwargs.get(key)
             name = key if value is None else getattr(value, "name", None)
-            if (value is None or value in _kernel_streams) and isinstance(name, str):
-                opened.append(output.pipe_for_program(name, header))
-                kwargs[key] = opened[-1]
+            own = value is None or any(value is stream for stream in _kernel_streams)
+            if own and isinstance(name, str):
+                pipe, write_end = output.pipe_for_program(name, header)
+                pipes.append(pipe)
+                opened.append(write_end)
+                kwargs[key] = write_end
+        self._threadline_pipes = pipes  # type: ignore[attr-defined]
         try:
             original_init(self, args, **kwargs)
         finally:
             for fd in opened:  # the child has its copy; a child that failed to start: EOF
                 os.close(fd)
 
-    __init__._threadline_pipes = True  # type: ignore[attr-defined]
+    original_wait = subprocess.Popen.wait
+
+    @functools.wraps(original_wait)
+    def wait(self: subprocess.Popen[Any], timeout: float | None = None) -> int:
+        """The program has ended: what it wrote is shown before the caller goes on."""
+        code = original_wait(self, timeout)
+        pipes = getattr(self, "_threadline_pipes", None)
+        if pipes:
+            output.sync_programs(pipes)
+        return code
+
+    __init__._threadline_patched = True  # type: ignore[attr-defined]
     subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
+    subprocess.Popen.wait = wait  # type: ignore[method-assign]
 
 
 def start_spawned_child(address: str, header_json: bytes) -> None:
