@@ -14,7 +14,8 @@ second (output that arrives late still counts), and counts:
 * ``dup``: expected lines received more than once;
 * ``other cell``: intact expected lines that arrived with another parent.
 
-Run (needs ipykernel in the environment: ``pip install -e .[bench]``)::
+Run (ipykernel 7.4 runs from its own environment, ``benchmarks.peers``, built
+on first use and cached)::
 
     .venv/bin/python -m benchmarks.children            # 3 repetitions per kernel
     .venv/bin/python -m benchmarks.children --reps 1 --only fork
@@ -33,7 +34,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.harness import KERNEL_NAMES, KernelHandle, isolate_jupyter_dirs, parts, running_kernel
+from benchmarks import peers
+from benchmarks.harness import KernelHandle, isolate_jupyter_dirs, parts, running_kernel
 
 CHILDREN, LINES = 4, 200
 PAD = "x" * 40
@@ -85,6 +87,11 @@ SCENARIOS: dict[str, str] = {
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor({CHILDREN}, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(bench_worker.write_lines, range({CHILDREN})))
+    """,
+    "mp.Pool (fork)": f"""
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool({CHILDREN}) as pool:
+            pool.map(bench_worker.write_lines, range({CHILDREN}), chunksize=1)
     """,
     "subprocess": f"""
         import os, subprocess
@@ -142,15 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="a scenario (repeatable)")
     parser.add_argument("--out", type=Path, help="write the raw results as JSON here")
+    parser.add_argument("--peers-dir", type=Path, default=peers.default_cache(), help="peer environments")
     args = parser.parse_args(argv)
     scenarios = args.only or list(SCENARIOS)
-    root = isolate_jupyter_dirs()
+    ready = []
+    for peer in peers.select(["ipykernel"]):
+        installed = peers.ensure(peer, args.peers_dir)
+        if installed.python is None:
+            print(f"{peer.name} left out: {installed.error}", file=sys.stderr)
+        else:
+            ready.append(installed)
+    kernel_names = [installed.peer.name for installed in ready]
+    root = isolate_jupyter_dirs(ready)
     worker_dir = Path(tempfile.mkdtemp(prefix="bench-children-"))
     (worker_dir / "bench_worker.py").write_text(WORKER)
     setup = f"import sys\nsys.path.insert(0, {str(worker_dir)!r})\nimport bench_worker"
     results: dict[str, dict[str, list[dict[str, int]]]] = {name: {} for name in scenarios}
     try:
-        for kind in KERNEL_NAMES:
+        for kind in kernel_names:
             with running_kernel(kind) as handle:
                 handle.execute(setup)
                 for name in scenarios:
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| scenario | kernel | whole lines (of {total}) | fragments | missing chars | dup | other cell |")
     print("|---|---|---|---|---|---|---|")
     for name in scenarios:
-        for kind in KERNEL_NAMES:
+        for kind in kernel_names:
             runs = results[name].get(kind, [])
             if not runs:
                 continue

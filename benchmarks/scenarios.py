@@ -43,8 +43,8 @@ class Sizes:
     flood_reps: int = 2
     raw_msgs: int = 200_000
     raw_roundtrips: int = 2_000
-    client_startups: int = 7
-    notebook_reps: int = 2
+    client_startups: int = 12
+    notebook_reps: int = 3
     notebook_timeout: int = 60
     big_comm_mb: float = 50.0
     big_image_mb: float = 20.0

@@ -275,6 +275,23 @@ def test_spawned_python_subprocess_output_reaches_the_cell(kc: BlockingKernelCli
     assert result.stderr == "to stderr"
 
 
+def test_a_programs_output_comes_between_what_the_cell_printed_before_and_after(
+    kc: BlockingKernelClient,
+) -> None:
+    """``wait()`` shows what the program wrote before the cell goes on: 20 rounds, order kept."""
+    code = textwrap.dedent(f"""
+        import subprocess
+        for round in range(20):
+            print("before", round)
+            subprocess.run([{sys.executable!r}, "-c", f"print('program', {{round}})"], check=True)
+            print("after", round)
+    """)
+    result = execute(kc, code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    expected = "".join(f"before {n}\nprogram {n}\nafter {n}\n" for n in range(20))
+    assert result.stdout == expected
+
+
 def test_concurrent_subprocesses_lines_whole(kc: BlockingKernelClient, worker_dir: Path) -> None:
     """4 Python subprocesses at once, block-buffered (8 KiB writes that end mid-line, more than
     PIPE_BUF): each has a pipe of its own, so every line arrives whole."""

@@ -120,3 +120,50 @@ def test_set_parent_routes_this_context_to_another_cell(kc: BlockingKernelClient
         raise AssertionError("the output never arrived")
     # The next cell's output is its own again.
     assert execute(kc, "print('own')").stdout == "own\n"
+
+
+def outputs_until_idle(client: BlockingKernelClient, msg_id: str) -> list[dict[str, Any]]:
+    """Every stream message (whatever its parent) until ``msg_id``'s idle."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        message = client.get_iopub_msg(timeout=30)
+        if message["msg_type"] == "stream":
+            seen.append(message)
+        if (
+            message["parent_header"].get("msg_id") == msg_id
+            and message["msg_type"] == "status"
+            and message["content"]["execution_state"] == "idle"
+        ):
+            return seen
+    raise AssertionError("no idle")
+
+
+def test_set_thread_parent_and_reset(kc: BlockingKernelClient) -> None:
+    first_id = execute(kc, "first = get_ipython().get_parent()").reply["parent_header"]["msg_id"]
+    code = """
+import threading
+def work():
+    token = get_ipython().set_thread_parent(first)
+    print("to the first cell", flush=True)
+    get_ipython().reset_thread_parent(token)
+    print("to this thread's own cell", flush=True)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+    second_id = kc.execute(code)
+    by_text = {m["content"]["text"]: m["parent_header"]["msg_id"] for m in outputs_until_idle(kc, second_id)}
+    assert by_text == {"to the first cell\n": first_id, "to this thread's own cell\n": second_id}
+
+
+def test_control_parent_and_identities(kc: BlockingKernelClient) -> None:
+    session = kc.session.session
+    assert value_of(kc, "get_ipython().kernel._parent_ident['shell']") == [session.encode()]
+    request = kc.session.msg("kernel_info_request")
+    kc.control_channel.send(request)
+    reply = kc.get_control_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    k = "get_ipython().kernel"
+    assert value_of(kc, f"{k}.get_parent('control')['header']['msg_id']") == request["header"]["msg_id"]
+    assert value_of(kc, f"{k}._parent_ident['control']") == [session.encode()]

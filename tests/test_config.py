@@ -246,3 +246,23 @@ def test_install_as_python3(tmp_path: Path) -> None:
     spec_dir = tmp_path / "share" / "jupyter" / "kernels" / "python3"
     spec = KernelSpecManager(kernel_dirs=[str(spec_dir.parent)]).get_kernel_spec("python3")
     assert spec.argv[1:3] == ["-m", "threadline"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "known", "unknown"),
+    [
+        (["--HistoryManager.hist_file=:memory:"], [["--HistoryManager.hist_file=:memory:"]], []),
+        (["--InteractiveShell.colors", "nocolor"], [["--InteractiveShell.colors", "nocolor"]], []),
+        (["--matplotlib"], [["--matplotlib"]], []),
+        (["--matplotlib", "inline", "--pdb"], [["--matplotlib", "inline"], ["--pdb"]], []),
+        (["--profile-dir", "/p", "-c", "x = 1"], [["--profile-dir", "/p"], ["-c", "x = 1"]], []),
+        (["--nope", "value", "--no-pdb"], [["--no-pdb"]], ["--nope value"]),
+        (["--nope=1", "stray", "--.odd=2"], [], ["--nope=1", "stray", "--.odd=2"]),
+    ],
+)
+def test_options_ipython_knows_are_told_apart_from_the_rest(
+    argv: list[str], known: list[list[str]], unknown: list[str]
+) -> None:
+    from threadline.compat.kernelapp import split_options
+
+    assert split_options(argv) == (known, unknown)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,10 +60,10 @@ pytestmark = pytest.mark.skipif(not curve_available(), reason="this libzmq has n
 
 
 def start_encrypted(
-    transport: str = "tcp", **launch: Any
+    transport: str = "tcp", *, encryption: str = "required", **launch: Any
 ) -> tuple[KernelManager, BlockingKernelClient, dict[str, Any]]:
     """A threadline kernel with manager-provisioned Curve keys, a ready client, and its connection file."""
-    manager = KernelManager(kernel_name="threadline", transport_encryption="required", transport=transport)
+    manager = KernelManager(kernel_name="threadline", transport_encryption=encryption, transport=transport)
     if transport == "ipc":
         # jupyter_client's default is "kernel-ipc" in the working directory; keep it short
         # (a socket path has ~100 bytes) and private.
@@ -87,7 +88,9 @@ def encrypted(
     try:
         yield manager, client, info
     finally:
-        stop_kernel(manager, client)
+        stop_kernel(manager, client)  # removes the ipc socket files, not their directory
+        if request.param == "ipc":
+            shutil.rmtree(Path(manager.ip).parent, ignore_errors=True)
 
 
 @pytest.fixture
@@ -159,6 +162,19 @@ def test_the_kernel_runs_encrypted_over_tcp_and_ipc(
 
     kc.shutdown()
     assert wait_for_exit(manager) == 0
+
+
+def test_the_ipc_transport_works_without_encryption_too() -> None:
+    manager, kc, info = start_encrypted("ipc", encryption="disabled")
+    try:
+        assert "curve_secretkey" not in info
+        assert Path(f"{info['ip']}-{info['iopub_port']}").exists()
+        assert execute(kc, "print('over a unix socket')").stdout == "over a unix socket\n"
+        kc.shutdown()
+        assert wait_for_exit(manager) == 0
+    finally:
+        stop_kernel(manager, kc)
+        shutil.rmtree(Path(manager.ip).parent, ignore_errors=True)
 
 
 def test_interrupt_subshell_and_restart_with_the_same_keys(

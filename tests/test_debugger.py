@@ -15,7 +15,15 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import collect_until_idle, execute, get_reply, wait_for_exit, wait_for_iopub
+from tests.kernel_helpers import (
+    TIMEOUT,
+    collect_until_idle,
+    execute,
+    get_input_request,
+    get_reply,
+    wait_for_exit,
+    wait_for_iopub,
+)
 from threadline.kernel.debugger import (
     HASH_SEED,
     cell_file_name,
@@ -158,7 +166,68 @@ def execute_reply(kc: BlockingKernelClient, msg_id: str) -> dict[str, Any]:
 
 def test_kernel_info_advertises_the_debugger(kc: BlockingKernelClient) -> None:
     msg_id = kc.kernel_info()
-    assert get_reply(kc, msg_id)["content"]["debugger"] is True
+    content = get_reply(kc, msg_id)["content"]
+    assert content["debugger"] is True
+    # JupyterLab 4.x also looks in the feature list (as ipykernel 7 declares it).
+    assert "debugger" in content["supported_features"]
+    assert "kernel subshells" in content["supported_features"]
+
+
+#: Starts with blank lines (IPython drops them before compiling) and an indented one.
+BLANK_LINES_CELL = "\n\n   \ndef add(a, b):\n    total = a + b\n    return total\n\nresult = add(2, 3)\n"
+
+
+def test_a_breakpoint_in_a_cell_that_starts_with_blank_lines_is_hit(kc: BlockingKernelClient) -> None:
+    """The front end numbers the cell's lines as typed; the compiled code must agree."""
+    dbg = DebugClient(kc)
+    dbg.start()
+    path = dbg.set_breakpoints(BLANK_LINES_CELL, 5)
+    dbg.ok("configurationDone")
+    msg_id = kc.execute(BLANK_LINES_CELL)
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+    frames = dbg.ok("stackTrace", {"threadId": thread_id})["stackFrames"]
+    assert [(f["name"], f["line"], f["source"]["path"]) for f in frames] == [
+        ("add", 5, path),
+        ("<module>", 8, path),
+    ]
+    assert dbg.locals_of(frames[0]["id"]) == {"a": "2", "b": "3"}
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    # Tracebacks count the cell's lines as typed too.
+    failed = execute(kc, "\n\n1 / 0\n")
+    assert "line 3" in failed.content["traceback"][2]
+
+
+def test_debug_requests_are_answered_in_the_order_sent(kc: BlockingKernelClient) -> None:
+    """JupyterLab's start-up, with a state check in between: in order, and started after initialize.
+
+    JupyterLab sends ``initialize``, then ``attach``, while a focus change or a
+    kernel event may send ``debugInfo`` at any moment -- and it takes ``isStarted``
+    from every debugInfo reply. A ``debugInfo`` answered before a slower
+    ``attach`` with ``isStarted: false`` switched JupyterLab's session off again,
+    and from then on it ignored every click in the breakpoint gutter (the flaky
+    browser test). Requests are served one at a time, in order, as ipykernel
+    serves its control channel, and the session counts as started from its
+    ``initialize`` on, as in ipykernel.
+    """
+    dbg = DebugClient(kc)
+    sent = []
+    for command, arguments in [
+        ("initialize", {"clientID": "threadline-tests", "adapterID": "python", "pathFormat": "path"}),
+        ("debugInfo", {}),
+        ("attach", {}),
+        ("debugInfo", {}),
+    ]:
+        content = {"type": "request", "seq": next(dbg._seq), "command": command, "arguments": arguments}
+        message = kc.session.msg("debug_request", content)
+        kc.control_channel.send(message)
+        sent.append(message["header"]["msg_id"])
+    arrived = [kc.get_control_msg(timeout=TIMEOUT) for _ in sent]
+    assert [reply["parent_header"]["msg_id"] for reply in arrived] == sent
+    replies = [reply["content"] for reply in arrived]
+    assert all(reply["success"] for reply in replies), replies
+    started = [reply["body"]["isStarted"] for reply in replies if reply["command"] == "debugInfo"]
+    assert started == [True, True]
 
 
 def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None:
@@ -198,6 +267,29 @@ def test_full_session_breakpoint_step_continue(kc: BlockingKernelClient) -> None
     assert execute_reply(kc, msg_id)["status"] == "ok"
     assert execute(kc, "print(z)").stdout == "30\n"
     assert dbg.ok("debugInfo")["stoppedThreads"] == []
+
+
+def test_breakpoint_call_stops_in_the_panel_when_a_client_is_attached(kc: BlockingKernelClient) -> None:
+    """``breakpoint()`` goes to the debugger panel while a session runs, to the ipdb prompt otherwise."""
+    dbg = DebugClient(kc)
+    dbg.start()
+    dbg.ok("configurationDone")
+    code = "before = 1\nbreakpoint()\nafter = before + 1\n"
+    msg_id = kc.execute(code)
+    thread_id = dbg.event("stopped")["body"]["threadId"]
+    frame = dbg.top_frame(thread_id)
+    assert frame["source"]["path"] == dbg.ok("dumpCell", {"code": code})["sourcePath"]
+    assert frame["line"] == 3  # stopped before the line after breakpoint(), as pdb does
+    assert dbg.locals_of(frame["id"])["before"] == "1"
+    dbg.ok("continue", {"threadId": thread_id})
+    assert execute_reply(kc, msg_id)["status"] == "ok"
+    # Without a session, breakpoint() opens the text debugger (debugpy would ignore it).
+    dbg.ok("disconnect", {"restart": False, "terminateDebuggee": False})
+    msg_id = kc.execute("breakpoint()\nprint('went on')", allow_stdin=True)
+    request = get_input_request(kc)
+    assert request["content"]["prompt"].strip() == "ipdb>"
+    kc.input("c")
+    assert execute_reply(kc, msg_id)["status"] == "ok"
 
 
 def test_a_user_thread_stops_at_a_breakpoint(kc: BlockingKernelClient) -> None:

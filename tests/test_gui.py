@@ -295,7 +295,10 @@ print(matplotlib.get_backend().lower())
 @needs_tk
 def test_matplotlib_tk(gui_kc: BlockingKernelClient, display: str) -> None:
     assert ok(gui_kc, "%matplotlib tk\n" + MATPLOTLIB_FIGURE).strip() == "tkagg"
-    assert ok(gui_kc, "import threadline.gui\nprint(threadline.gui.active())").strip() == "tk"
+    shown = ok(
+        gui_kc, "import threadline.gui\nprint(threadline.gui.active(), get_ipython().active_eventloop)"
+    )
+    assert shown.split() == ["tk", "tk"]
     check_loop_runs_while_idle(
         gui_kc, display, "gui-matplotlib-tk", "bool(fig.canvas.manager.window.winfo_viewable())"
     )
@@ -352,3 +355,112 @@ def test_without_a_display_gui_says_so_and_the_kernel_lives(toolkit: str) -> Non
         failed = execute(client, f"%matplotlib {toolkit}")
         assert failed.content["status"] == "error"
         assert ok(client, "print(1 + 1)").strip() == "2"
+
+
+@needs_tk
+def test_a_bound_callback_reports_in_its_own_cell(gui_kc: BlockingKernelClient) -> None:
+    """Unbound callbacks report in the latest cell; ``threadline.bind`` pins one to its cell."""
+    ok(gui_kc, "%gui tk")
+    ok(gui_kc, "import threadline, tkinter\nroot = tkinter.Tk()")
+    setup = execute(gui_kc, "pinned = threadline.bind(lambda: print('pinned to its cell'))")
+    later = execute(gui_kc, "root.after(20, pinned)\nroot.after(20, lambda: print('in the latest cell'))")
+    pinned = wait_for_line(gui_kc, "pinned to its cell")
+    assert pinned["parent_header"]["msg_id"] == setup.reply["parent_header"]["msg_id"]
+    latest = wait_for_line(gui_kc, "in the latest cell")
+    assert latest["parent_header"]["msg_id"] == later.reply["parent_header"]["msg_id"]
+
+
+PLAIN_SELECT_TOOLKIT = """
+import asyncio, select
+import threadline.gui
+
+waits = 0
+def plain_select(context):
+    global waits
+    waits += 1
+    select.select([context.fileno()], [], [], context.timeout)
+
+threadline.gui.register("plainselect", plain_select, needs_display=False)
+"""
+
+
+def test_a_registered_toolkit_runs_in_the_idle_wait(kc: BlockingKernelClient) -> None:
+    """``threadline.gui.register``: a toolkit threadline does not know, enabled with ``%gui``."""
+    ok(kc, PLAIN_SELECT_TOOLKIT)
+    ok(kc, "%gui plainselect")
+    assert ok(kc, "print(threadline.gui.active())").strip() == "plainselect"
+    # Requests wake it (these cells are answered), and so do asyncio timers (the timeout).
+    ok(kc, "await asyncio.sleep(0.05)  # noqa: sleep-ok")
+    assert last_number(ok(kc, "print(waits)")) >= 2
+    ok(kc, "%gui")
+    before = last_number(ok(kc, "print(waits)"))
+    assert last_number(ok(kc, "print(waits)")) == before
+
+
+def test_a_failing_hook_is_turned_off_and_shown(kc: BlockingKernelClient) -> None:
+    ok(
+        kc,
+        "import threadline.gui\n"
+        "def broken(context):\n    raise RuntimeError('the hook broke')\n"
+        "threadline.gui.register('broken', broken, needs_display=False)\n"
+        "def refuse():\n    raise threadline.gui.GuiUnavailable('not on this machine')\n"
+        "threadline.gui.register('refused', broken, prepare=refuse, needs_display=False)",
+    )
+    refused = execute(kc, "%gui refused")
+    assert "not on this machine" in refused.stderr
+    assert ok(kc, "print(threadline.gui.active())").strip() == "None"
+    cell = execute(kc, "%gui broken")
+    report = wait_for_line(kc, "RuntimeError: the hook broke")  # the traceback, after the notice
+    assert report["parent_header"]["msg_id"] == cell.reply["parent_header"]["msg_id"]
+    assert "the broken event loop failed and is off" in report["content"]["text"]
+    assert ok(kc, "print(threadline.gui.active())").strip() == "None"
+
+
+@needs_tk
+def test_the_example_notebook_opens_its_windows(display: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/gui_windows.ipynb with a display (tests/test_examples.py runs it without one)."""
+    from dev import execute_notebook
+
+    monkeypatch.setenv("DISPLAY", display)
+    notebook, _ = execute_notebook(ROOT / "examples" / "gui_windows.ipynb", timeout=60)
+    cells = {cell.id: cell for cell in notebook.cells}
+
+    def stdout(cell_id: str) -> str:
+        return "".join(o.get("text", "") for o in cells[cell_id].outputs)
+
+    assert stdout("display") == f"display: {display}\n"
+    assert "window still there: True" in stdout("tk-wait")
+    assert "backend: tkagg\nfigure window open: True\n" in stdout("mpl")
+    assert stdout("off") == "GUI loop now: None\n"
+
+
+@needs_tk
+@pytest.mark.parametrize("handling", ["concurrent", "serial"])
+def test_widgets_answer_with_a_gui_on(gui_kc: BlockingKernelClient, handling: str) -> None:
+    """A widget update from the front end reaches the kernel (serial: through the main loop's wait)."""
+    from tests.test_widgets import send_comm_msg
+
+    ok(gui_kc, "%gui tk")
+    ok(gui_kc, TK_WINDOW)
+    slider_id = ok(
+        gui_kc,
+        f"import ipywidgets, threadline\nthreadline.set_comm_handling({handling!r})\n"
+        "slider = ipywidgets.IntSlider()\n"
+        "slider.observe(lambda change: print('slider moved to', change['new']), 'value')\n"
+        "print(slider.model_id)",
+    ).strip()
+    wait_for_line(gui_kc, "ticks reached 50")
+    send_comm_msg(gui_kc, slider_id, {"method": "update", "state": {"value": 7}, "buffer_paths": []})
+    wait_for_line(gui_kc, "slider moved to 7")
+    shown = ok(gui_kc, "print(slider.value, ticks >= 50)")
+    assert shown.strip().endswith("7 True"), shown
+
+
+def test_matplotlib_widget_needs_no_desktop_loop(kc: BlockingKernelClient) -> None:
+    """``%matplotlib widget`` (ipympl) draws through comms: no toolkit loop, no display needed."""
+    shown = ok(
+        kc,
+        "%matplotlib widget\nimport matplotlib, threadline.gui\n"
+        "print(matplotlib.get_backend(), threadline.gui.active())",
+    )
+    assert shown.split() == ["widget", "None"], shown  # matplotlib names the ipympl backend "widget"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.kernel_helpers import collect_until_idle, execute, get_input_request, get_reply
+from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_input_request, get_reply
 
 
 def test_input_request_carries_prompt_and_parent(kc: BlockingKernelClient) -> None:
@@ -88,6 +90,11 @@ def test_input_from_a_thread_goes_to_its_cell(kc: BlockingKernelClient) -> None:
 
 def test_stray_input_reply_is_ignored(kc: BlockingKernelClient) -> None:
     kc.input("nobody asked")
+    # The stdin and shell channels are separate connections, with no order between
+    # them: wait until the kernel has seen (and dropped) the stray reply.
+    deadline = time.monotonic() + TIMEOUT
+    while execute(kc, "print(get_ipython().kernel.stdin.ignored_replies)").stdout != "1\n":
+        assert time.monotonic() < deadline, "the stray input_reply never reached the kernel"
     msg_id = kc.execute("v = input('real? ')", allow_stdin=True)
     request = get_input_request(kc)
     assert request["content"]["prompt"] == "real? "

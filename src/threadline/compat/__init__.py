@@ -21,6 +21,7 @@ shell ``get_parent``/``set_parent``/         ipywidgets' Output widget
 ``%connect_info`` ``%autosave`` ``%edit``    users and front ends used to ipykernel
 ``%less`` ``%man`` ``%clear`` ``%qtconsole``
 plotly's default renderer                    plotly (it also checks the shell's module)
+``comm.create_comm`` kept threadline's       every comm user, after ``ipykernel.ipkernel`` is imported
 ===========================================  ======================================================
 
 The dependency points one way: this package calls into the core (routing,
@@ -30,6 +31,7 @@ wires it in with ``attach``.
 
 from __future__ import annotations
 
+from threadline.compat.ipykernel_comms import keep_threadline_comms
 from threadline.compat.kernel import NotebookKernel
 from threadline.compat.kernelapp import IPKernelApp, configure
 from threadline.compat.plotly_renderer import install_plotly_renderer_choice
@@ -45,4 +47,5 @@ def attach(kernel: Kernel, connection_file: str | None) -> NotebookKernel:
     kernel.shell.kernel = face
     alias_ipykernel_zmqshell()
     install_plotly_renderer_choice()
+    keep_threadline_comms()
     return face

@@ -30,7 +30,7 @@ from typing import Any
 from threadline import routing
 from threadline.io import Outbox
 from threadline.kernel.kernel import Kernel
-from threadline.protocol import Frame, JSONDict, Session
+from threadline.protocol import Frame, JSONDict, Message, Session
 
 log = logging.getLogger("threadline.compat")
 
@@ -47,7 +47,7 @@ def extract_header(message_or_header: Mapping[str, Any] | None) -> JSONDict:
     raise ValueError("parent must be a message (with a 'header') or a header (with a 'msg_id')")
 
 
-def parent_message(parent: routing.Parent | None) -> JSONDict:
+def parent_message(parent: routing.Parent | Message | None) -> JSONDict:
     """What ipykernel's ``get_parent()`` returns, for the request output goes to now.
 
     ipykernel returns the whole request; threadline keeps only its header
@@ -185,8 +185,8 @@ class NotebookKernel:
 
     # ipywidgets' Output widget and ipykernel.comm.Comm: the request output goes to
     def get_parent(self, channel: str = "shell") -> JSONDict:
-        if channel != "shell":
-            return {}
+        if channel == "control":
+            return parent_message(self._kernel.last_control_request)
         return parent_message(routing.current_parent())
 
     @property
@@ -196,9 +196,13 @@ class NotebookKernel:
 
     @property
     def _parent_ident(self) -> dict[str, list[bytes]]:
-        # ipykernel >= 6: routing identities of the current request, by channel
+        # ipykernel >= 6 (and JupyterLab's issue 17785): routing identities of the requests, by channel
         parent = routing.current_parent()
-        return {"shell": list(parent.identities) if parent is not None else [], "control": []}
+        control = self._kernel.last_control_request
+        return {
+            "shell": list(parent.identities) if parent is not None else [],
+            "control": list(control.identities) if control is not None else [],
+        }
 
     @property
     def execution_count(self) -> int:

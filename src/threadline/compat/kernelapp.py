@@ -74,8 +74,17 @@ KERNEL_FLAGS: dict[str, tuple[dict[str, Any], str]] = {
 ALIASES: dict[str, str] = {**base_aliases, **KERNEL_ALIASES, **shell_aliases}
 FLAGS: dict[str, Any] = {**base_flags, **KERNEL_FLAGS, **shell_flags}
 
-#: IPKernelApp settings ipykernel has that threadline accepts and does not act on.
+#: IPKernelApp settings ipykernel has that threadline accepts and does not act on. Where to
+#: listen is the connection file's business (or, without one, threadline's own --ip,
+#: --transport and port options, which the command line reads before IPython is imported).
 WITHOUT_EFFECT = (
+    "ip",
+    "transport",
+    "hb_port",
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
     "no_stdout",
     "no_stderr",
     "trio_loop",
@@ -94,17 +103,18 @@ class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):  # type: ignore[
     flags = Dict(FLAGS)
     classes = [ZMQInteractiveShell, ProfileDir]
 
-    # Where to listen when no connection file is given (with one, the file decides).
+    # As ipykernel's -f sets it (threadline's own -f does; "IPKernelApp" in config is then true).
     connection_file = Unicode("", help="the JSON connection file").tag(config=True)
-    ip = Unicode("", help="address to listen on").tag(config=True)
+    # Honoured: False is threadline's --no-capture-fd.
+    capture_fd_output = Bool(True, help="capture output written to file descriptors 1 and 2").tag(config=True)
+    # Accepted for ipykernel compatibility (see WITHOUT_EFFECT).
+    ip = Unicode("").tag(config=True)
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="tcp").tag(config=True)
     hb_port = Integer(0).tag(config=True)
     shell_port = Integer(0).tag(config=True)
     iopub_port = Integer(0).tag(config=True)
     stdin_port = Integer(0).tag(config=True)
     control_port = Integer(0).tag(config=True)
-    capture_fd_output = Bool(True, help="capture output written to file descriptors 1 and 2").tag(config=True)
-    # Accepted for ipykernel compatibility (see WITHOUT_EFFECT).
     no_stdout = Bool(False).tag(config=True)
     no_stderr = Bool(False).tag(config=True)
     trio_loop = Bool(False).tag(config=True)
@@ -209,7 +219,7 @@ def _parses(group: list[str]) -> bool:
     return True
 
 
-def configure(argv: Sequence[str], *, connection_file: str | None) -> tuple[IPKernelApp, list[str]]:
+def configure(argv: Sequence[str], *, connection_file: str) -> tuple[IPKernelApp, list[str]]:
     """The kernel's IPython configuration from ``argv``, profile and config files.
 
     Returns the app and notes for the log (options ignored, settings without effect).
@@ -224,10 +234,7 @@ def configure(argv: Sequence[str], *, connection_file: str | None) -> tuple[IPKe
             notes.append(f"ignored malformed command-line option {' '.join(group)!r}")
     app = IPKernelApp.instance(log=log)
     app.initialize(accepted)
-    if connection_file:
-        # As ipykernel's -f alias does; it is also what makes "IPKernelApp" in config true.
-        app.connection_file = app.config.IPKernelApp.connection_file = os.path.abspath(connection_file)
-    elif "IPKernelApp" not in app.config:
-        app.config.IPKernelApp.connection_file = app.connection_file
+    # As ipykernel's -f alias does; it is also what makes "IPKernelApp" in config true.
+    app.connection_file = app.config.IPKernelApp.connection_file = os.path.abspath(connection_file)
     notes += [f"{name} is accepted but has no effect in threadline" for name in app.unused_settings()]
     return app, notes

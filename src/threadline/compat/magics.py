@@ -32,7 +32,6 @@ from IPython.core.magics import CodeMagics, MacroToEdit
 from IPython.display import Javascript, display
 from IPython.utils import openpy
 from IPython.utils.process import arg_split
-from jupyter_core.paths import jupyter_runtime_dir
 
 #: Connection-file fields %connect_info never prints: Curve keys stay in the file.
 SECRET_FIELDS = frozenset({"curve_secretkey", "curve_publickey", "curve_serverkey"})
@@ -106,6 +105,8 @@ class KernelMagics(Magics):  # type: ignore[misc]
         Shows the connection file as ipykernel does, including its signing key
         (a client needs it), but never Curve keys: those stay in the file.
         """
+        from jupyter_core.paths import jupyter_runtime_dir  # here: it is slow to import
+
         path = connection_file_of(self.shell)
         if not path:
             raise UsageError("this kernel was started without a connection file")

@@ -20,6 +20,7 @@ when the real one is not loaded. It adds no ``ipykernel`` package, so
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,20 @@ class ZMQInteractiveShell(ThreadlineShell):
         if current is not None and current.header.get("msg_id") == header.get("msg_id"):
             return
         routing.set_origin(routing.Parent(header=header))
+
+    # ipykernel >= 6.29's thread-local parent (its own test suite; libraries that route a thread)
+    def set_thread_parent(self, parent: Mapping[str, Any]) -> contextvars.Token[routing.Route | None]:
+        """Send this thread's (this context's) output to ``parent``'s cell until ``reset_thread_parent``."""
+        current = routing.current_parent()
+        header = extract_header(parent)
+        if current is not None and current.header.get("msg_id") == header.get("msg_id"):
+            return routing.set_origin(current)  # keeps the request's identities (for input())
+        return routing.set_origin(routing.Parent(header=header))
+
+    def reset_thread_parent(self, token: contextvars.Token[routing.Route | None]) -> None:
+        """Undo ``set_thread_parent``: the context's own routing again (in threadline, a thread's
+        own cell -- see docs/compatibility.md, "Thread output")."""
+        routing.reset_origin(token)
 
 
 def alias_ipykernel_zmqshell() -> None:

@@ -207,5 +207,5 @@ def _report_failure(exc: BaseException) -> None:
     global _active
     name, _active = _active, None
     log.error("the %s event loop failed and is turned off", name, exc_info=exc)
-    sys.stderr.write(f"threadline: the {name} event loop failed and is off (%gui {name} restarts it):\n")
-    traceback.print_exception(exc, file=sys.stderr)
+    notice = f"threadline: the {name} event loop failed and is off (%gui {name} restarts it):\n"
+    sys.stderr.write(notice + "".join(traceback.format_exception(exc)))  # one write: one message

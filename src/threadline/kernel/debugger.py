@@ -10,13 +10,22 @@ The kernel starts debugpy in its own process as a server (``debugpy.listen`` on
 127.0.0.1, a free port) and talks DAP to it over one TCP connection. That
 connection, and all the waiting it implies, belongs to the debugger thread, which
 runs its own asyncio loop. The IO thread never waits on it: ``Debugger.handle``
-publishes ``busy`` and posts the request to that loop, nothing more. On the
-debugger thread each request becomes a task that forwards it to debugpy (or
-answers it itself, for the Jupyter additions ``dumpCell``, ``debugInfo``,
-``inspectVariables``, ``richInspectVariables`` and ``copyToGlobals``), then sends
-the ``debug_reply`` on control and ``idle`` on iopub through the ``Sender`` --
-the thread-safe path through the outbox. A reader task matches debugpy's
-responses to requests by ``request_seq`` and publishes its events.
+posts the request to that loop, nothing more. On the debugger thread the
+requests are served one at a time, in the order they came (as ipykernel serves
+its control channel): each is forwarded to debugpy (or answered by the kernel
+itself, for the Jupyter additions ``dumpCell``, ``debugInfo``,
+``inspectVariables``, ``richInspectVariables`` and ``copyToGlobals``) between a
+``busy`` and an ``idle`` on iopub, its ``debug_reply`` going out on control, all
+through the ``Sender`` (the thread-safe path through the outbox). A reader task
+matches debugpy's responses to requests by ``request_seq`` and publishes its
+events.
+
+The order matters to JupyterLab: it takes ``isStarted`` from every ``debugInfo``
+reply, and sends one whenever a notebook gains focus or its kernel changes. A
+``debugInfo`` sent after ``initialize`` but answered before a slower ``attach``
+said "not started" and switched JupyterLab's session off again, after which it
+ignored every click in the breakpoint gutter. So: in order, and a session
+counts as started from a successful ``initialize`` on, as in ipykernel.
 
 debugpy delays its ``attach`` response until ``configurationDone``; a client
 (JupyterLab) waits for the attach reply before it sends anything else. So the
@@ -49,6 +58,7 @@ import logging
 import os
 import signal
 import struct
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine
@@ -61,6 +71,7 @@ from IPython.core.compilerop import CachingCompiler
 from threadline.io import Sender
 from threadline.kernel.info import debugpy_available
 from threadline.protocol import JSONDict, Message
+from threadline.shell import pdb_prompt
 from threadline.shell.interactive import ThreadlineShell
 
 log = logging.getLogger("threadline.debugger")
@@ -267,7 +278,10 @@ class Debugger:
         # Debugger thread only, from here on.
         self._endpoint: tuple[str, int] | None = None
         self._dap: DapConnection | None = None
+        #: From a successful ``initialize`` to ``disconnect`` (what debugInfo's isStarted says).
+        self._started = False
         self._attached = False
+        self._one_at_a_time = asyncio.Lock()
         self._breakpoints: dict[str, list[JSONDict]] = {}
         self._stopped: set[int] = set()
         #: Threads that ended: debugpy never answers a step or continue for one.
@@ -278,13 +292,13 @@ class Debugger:
         self._interrupt_retries = 0
         if self.available:
             install_cell_file_names(shell)
+            pdb_prompt.visual_breakpoint = self._visual_breakpoint
 
     # -- the IO thread's side ------------------------------------------------------------------
 
     def handle(self, message: Message) -> None:
-        """IO thread: take a ``debug_request``; the reply comes from the debugger thread."""
+        """IO thread: take a ``debug_request``; busy, reply and idle come from the debugger thread."""
         _hide_from_debugger(threading.current_thread())
-        self.sender.publish("status", {"execution_state": "busy"}, parent=message.parent_part)
         self._ensure_thread().call_soon_threadsafe(self._begin, message)
 
     def _ensure_thread(self) -> asyncio.AbstractEventLoop:
@@ -312,17 +326,20 @@ class Debugger:
 
     async def _serve(self, message: Message) -> None:
         request: JSONDict = dict(message.content)
-        self._event_parent = message.header
-        try:
-            response = await self._respond(request)
-        except Exception as exc:
-            if not isinstance(exc, DapError):
-                log.exception("debug request %r failed", request.get("command"))
-            response = _response(request, success=False, message=str(exc))
-        self.sender.send(
-            "control", "debug_reply", response, parent=message.parent_part, identities=message.identities
-        )
-        self.sender.publish("status", {"execution_state": "idle"}, parent=message.parent_part)
+        async with self._one_at_a_time:  # FIFO: the requests' tasks start in arrival order
+            # busy, reply, idle for one request before the next (ipykernel's test_debug_requests_sequential)
+            self.sender.publish("status", {"execution_state": "busy"}, parent=message.parent_part)
+            self._event_parent = message.header
+            try:
+                response = await self._respond(request)
+            except Exception as exc:
+                if not isinstance(exc, DapError):
+                    log.exception("debug request %r failed", request.get("command"))
+                response = _response(request, success=False, message=str(exc))
+            self.sender.send(
+                "control", "debug_reply", response, parent=message.parent_part, identities=message.identities
+            )
+            self.sender.publish("status", {"execution_state": "idle"}, parent=message.parent_part)
 
     async def _respond(self, request: JSONDict) -> JSONDict:
         command = request.get("command")
@@ -392,7 +409,9 @@ class Debugger:
             host, port = self._endpoint or self._listen()
             reader, writer = await asyncio.open_connection(host, port)
             self._dap = DapConnection(reader, writer, self._on_event)
-        return await self._forward(request)
+        response = await self._forward(request)
+        self._started = bool(response.get("success"))
+        return response
 
     def _listen(self) -> tuple[str, int]:
         """Start debugpy in this process, once (blocks this thread for a moment)."""
@@ -401,10 +420,14 @@ class Debugger:
         for thread in threading.enumerate():
             if thread.name in KERNEL_THREAD_NAMES:
                 _hide_from_debugger(thread)
+        hook = sys.breakpointhook
         import debugpy
 
         debugpy.configure(subProcess=False)
         host, port = debugpy.listen(("127.0.0.1", 0))
+        # debugpy takes breakpoint() over (and ignores it without a client); here
+        # breakpoint() stays pdb_prompt's, which asks ``_visual_breakpoint`` first.
+        sys.breakpointhook = hook
         self._debugpy_dir = os.path.dirname(debugpy.__file__)
         self._endpoint = (str(host), int(port))
         return self._endpoint
@@ -435,6 +458,7 @@ class Debugger:
             response = await self._forward(request)
             self._dap.close()
         self._dap = None
+        self._started = False
         self._attached = False
         self._breakpoints.clear()
         self._stopped.clear()
@@ -447,7 +471,7 @@ class Debugger:
         return _response(
             request,
             body={
-                "isStarted": self._attached,
+                "isStarted": self._started,
                 "hashMethod": "Murmur2",
                 "hashSeed": HASH_SEED,
                 "tmpFilePrefix": CELL_FILE_PREFIX,
@@ -515,6 +539,31 @@ class Debugger:
             {"expression": f"globals()[{target!r}]", "value": source, "frameId": arguments.get("srcFrameId")},
         )
         return {**response, "command": "copyToGlobals", "request_seq": request.get("seq", 0)}
+
+    # -- breakpoint() -------------------------------------------------------------------------------
+
+    def _visual_breakpoint(self, frame: FrameType) -> bool:
+        """``breakpoint()`` (any thread): stop in the debugger panel if a client is attached.
+
+        Otherwise the text debugger's prompt opens (``shell/pdb_prompt.py``).
+        """
+        if not self._started or self._debugpy_dir is None:
+            return False
+        import debugpy
+        from debugpy.server import api
+
+        if not debugpy.is_client_connected():
+            return False
+        # debugpy.breakpoint() would stop in its caller, the kernel's code; this is
+        # the call it makes, stopping in the frame that called breakpoint() instead.
+        settrace: Any = getattr(api, "_settrace", None)
+        if settrace is None:  # another debugpy: its public call, one frame off
+            debugpy.breakpoint()
+        else:
+            settrace(
+                suspend=True, trace_only_current_thread=True, patch_multiprocessing=False, stop_at_frame=frame
+            )
+        return True
 
     # -- interrupts ------------------------------------------------------------------------------
 

@@ -50,6 +50,12 @@ _KERNEL_INFO: dict[tuple[str, ...], dict[str, Any]] = {}
 
 def _build(supported_features: tuple[str, ...]) -> dict[str, Any]:
     version = ".".join(str(part) for part in sys.version_info[:3])
+    debugger = debugpy_available()
+    features = list(supported_features)
+    if debugger and "debugger" not in features:
+        # The visual debugger, declared both ways: the old flag and the JEP 92
+        # feature list, where JupyterLab 4.x looks too (as ipykernel 7 does).
+        features.append("debugger")
     return {
         "status": "ok",
         "protocol_version": PROTOCOL_VERSION,
@@ -68,8 +74,8 @@ def _build(supported_features: tuple[str, ...]) -> dict[str, Any]:
             f"Python {sys.version.split()[0]} -- threadline {__version__} (IPython {ipython_version()})"
         ),
         "help_links": HELP_LINKS,
-        "debugger": debugpy_available(),
-        "supported_features": list(supported_features),
+        "debugger": debugger,
+        "supported_features": features,
     }
 
 

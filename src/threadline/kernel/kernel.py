@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 Threads: the IO thread (sockets; control requests, which never block, are
 answered right there, so interrupt, shutdown and kernel_info work while a cell
-runs), the heartbeat thread, and the main thread, which runs the asyncio loop
-that serves the shell channel (``ShellChannel``). Everything any thread sends
-goes through the IO thread's outbox. The IO thread and the heartbeat are
-started by ``Boot`` (kernel/boot.py), before IPython is even imported; the
-kernel takes their handlers over at the end of ``start``.
+runs), the heartbeat thread, and the main thread, which serves the shell
+channel (``ShellChannel``) and owns the main asyncio loop. Everything any
+thread sends goes through the IO thread's outbox. The IO thread and the
+heartbeat are started by ``Boot`` (kernel/boot.py), before IPython is even
+imported; the kernel takes their handlers over at the end of ``start``.
 
 Shutdown is ordered so that nothing written is lost: the reply is queued; the
 shell loop is told to stop (a running cell is interrupted); when ``run``
@@ -122,6 +122,8 @@ class Kernel:
         self._close_lock = threading.Lock()
         self._closed = False
         self._close_done = threading.Event()
+        #: The most recent control request (for ``get_parent("control")``; IO thread writes it).
+        self.last_control_request: Message | None = None
         #: Shell requests received before iopub's first subscriber (None once it came).
         self._held_shell: list[Message] | None = []
 
@@ -266,12 +268,20 @@ class Kernel:
         threading.Thread(target=watch, name="threadline-parent-watch", daemon=True).start()
 
     def run(self) -> int:
-        """Serve the shell channel on this (the main) thread until shutdown."""
+        """Serve the shell channel on this (the main) thread until shutdown.
+
+        The main loop, ``self._loop``, is created once, in ``__init__``, and is
+        this thread's current asyncio loop. It runs only inside the shell
+        channel: in its wait for the next request (``ShellChannel._next_request``,
+        a ``run_until_complete``; tasks that cells started run there) and while a
+        cell with top-level ``await`` runs. A plain cell runs with it stopped, so
+        that ``asyncio.run()`` works in the cell.
+        """
         loop = self._loop
         asyncio.set_event_loop(loop)
         self.boot.mark("serving")
         try:
-            loop.run_until_complete(self.channel.serve())
+            self.channel.serve()
         finally:
             # Tasks that cells started end with the kernel (IPython's own
             # atexit hook saves the history afterwards).
@@ -412,6 +422,8 @@ class Kernel:
 
     def _control(self, channel: str, message: Message) -> None:
         """IO thread: answer a control request at once, even while cells run."""
+        if channel == "control":
+            self.last_control_request = message
         kind, content = message.msg_type, message.content
         reply: dict[str, Any] = {"status": "ok"}
         if kind == "debug_request":

@@ -1,14 +1,24 @@
-"""Serving the shell channel: one request at a time, on the main thread's event loop.
+"""Serving the shell channel: one request at a time, on the thread that owns its loop.
 
 Theory of operation
 -------------------
-The IO thread decodes shell requests and posts them, in arrival order, to an
-``asyncio.Queue`` on the main thread's loop (``loop.call_soon_threadsafe``).
-``ShellChannel.serve`` takes them one by one. For each it makes the request
-the origin of all output (``routing.set_origin``), publishes ``busy``, runs the
-handler, flushes every thread's stream text for this request, sends the reply,
-and publishes ``idle``. The loop keeps running between cells, so tasks a cell
-starts keep running after it.
+Each channel belongs to one thread (the main thread for the main shell, a
+thread of its own for a subshell or the comm worker) and to that thread's
+asyncio loop. The IO thread decodes shell requests and posts them, in arrival
+order, to the channel (``post``: an append to a deque, plus a wake-up of the
+loop only when the serving thread is waiting for work). ``ShellChannel.serve``
+takes them one by one. For each it makes the request the origin of all output
+(``routing.set_origin``), publishes ``busy``, runs the handler, flushes every
+thread's stream text for this request, sends the reply, and publishes ``idle``.
+
+Where code runs, as in terminal IPython: the loop is *not* running while a
+plain cell (no top-level ``await``) runs, so ``asyncio.run()`` and
+``loop.run_until_complete()`` work in it as in a script. A cell with
+top-level ``await`` runs as a task on the loop (``run_until_complete``), or,
+after ``%autoawait trio``, under that library's own loop. Between requests the
+thread waits *inside* the loop (``_next_request``, the one idle wait), so
+tasks that cells started keep running while the kernel is idle, and while a
+later cell awaits.
 
 A cell that raises with ``stop_on_error`` aborts the execute requests that were
 queued before its reply (other requests are answered as usual). To know exactly
@@ -17,10 +27,11 @@ read everything the shell socket holds and then post an ``ABORT_END`` marker;
 every execute request dequeued before the marker gets an ``aborted`` reply.
 
 Interrupts: SIGINT lands on the main thread (``kernel.interrupts`` makes sure
-it does). While a synchronous cell runs, the handler raises
-``KeyboardInterrupt`` in it; while an asynchronous cell is awaited, it cancels
-that cell's task instead (raising inside the event loop would stop the loop
-itself); between cells it does nothing.
+it does). While a synchronous cell runs (a plain one, ``asyncio.run`` inside
+it included, or a trio cell), the handler raises ``KeyboardInterrupt`` in it;
+while an asynchronous cell is awaited on the loop, it cancels that cell's task
+instead (raising inside the event loop would stop the loop itself); between
+cells it does nothing.
 """
 
 from __future__ import annotations
@@ -29,11 +40,14 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Final
 
+from IPython.core.async_helpers import _asyncio_runner, _trio_runner
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 from threadline import routing
@@ -42,6 +56,7 @@ from threadline.kernel import requests
 from threadline.kernel.comms import CommManager, comm_info, handle_comm_message
 from threadline.kernel.interrupts import InterruptDelivery
 from threadline.kernel.stdin import wait as stdin_wait
+from threadline.kernel.trio_cells import TrioCell
 from threadline.protocol import Message, error_content, reply_type
 from threadline.routing import Parent
 from threadline.shell.interactive import ThreadlineShell
@@ -82,8 +97,12 @@ class ShellChannel:
         #: None for the main shell (and the comm worker); a subshell keeps its own count.
         self.subshell_id = subshell_id
         self._own_count = 1
-        self._queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        #: Posted requests and markers, oldest first (appended by any thread).
+        self._queue: deque[QueueItem] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: True only while the serving thread waits in ``_next_request`` for ``_waiter``.
+        self._waiting = False
+        self._waiter: asyncio.Future[None] | None = None
         self._aborting = False
         self._sync_cell_running = False
         self._interrupt_deferrals = 0
@@ -93,6 +112,7 @@ class ShellChannel:
         self._posted = 0
         self._finished = 0
         self._async_cell: asyncio.Future[Any] | None = None
+        self._trio_cell: TrioCell | None = None
         #: Set by the kernel for the main shell: makes every SIGINT reach ``on_sigint``.
         self.interrupt_delivery: InterruptDelivery | None = None
         #: Asked first by the SIGINT handler, with the interrupted frame: True means
@@ -113,6 +133,10 @@ class ShellChannel:
 
     def interrupt_async_cell(self) -> bool:
         """Cancel the running async cell, if there is one. Safe from any thread."""
+        trio_cell = self._trio_cell
+        if trio_cell is not None:
+            self.shell.interrupting_async_cell = True
+            return trio_cell.cancel()
         cell = self._async_cell
         if cell is None or self._loop is None:
             return False
@@ -123,6 +147,7 @@ class ShellChannel:
     # -- feeding (IO thread) -------------------------------------------------------------
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop of the thread that will call ``serve`` (set once, before any post)."""
         self._loop = loop
 
     @property
@@ -136,17 +161,32 @@ class ShellChannel:
         self.post(message)
 
     def post(self, item: QueueItem) -> None:
-        """Queue a request (or marker) for the shell. Safe from any thread."""
-        if self._loop is None:
+        """Queue a request (or marker) for the shell. Safe from any thread.
+
+        The serving thread is woken only if it is waiting for work: a request
+        that arrives while a cell runs costs an append, nothing more. (It sets
+        ``_waiting`` before it looks at the queue a last time, and this looks
+        at ``_waiting`` after appending, so one of the two always sees the
+        other; a wake-up that comes late is harmless, see ``_next_request``.)
+        """
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("the shell channel has no event loop yet")
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        self._queue.append(item)
+        if self._waiting:
+            loop.call_soon_threadsafe(self._wake)
 
-    # -- serving (main thread) ------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def serve(self) -> None:
-        """Handle requests until a STOP marker arrives."""
+    # -- serving (the channel's own thread) ------------------------------------------------
+
+    def serve(self) -> None:
+        """Handle requests until a STOP marker arrives. Call with the loop not running."""
         while True:
-            item = await self._queue.get()
+            item = self._next_request()
             if item == STOP:
                 return
             if item == ABORT_END:
@@ -154,13 +194,40 @@ class ShellChannel:
                 continue
             assert isinstance(item, Message)
             try:
-                await self._handle(item)
+                self._handle(item)
             except Exception:
                 log.exception("handling %s failed", item.msg_type)
             finally:
                 self._finished += 1
 
-    async def _handle(self, message: Message) -> None:
+    def _next_request(self) -> QueueItem:
+        """The wait between requests: run the loop until something is posted.
+
+        This is the channel's only idle wait, and with ``_run_on_loop`` the only
+        place its loop runs: tasks that cells started make progress here. (A
+        GUI integration that runs a toolkit's loop while the kernel is idle does
+        so inside this ``run_until_complete``, through the loop's selector.)
+        A request already queued is taken at once, without running the loop.
+        """
+        queue = self._queue
+        loop = self._loop
+        assert loop is not None
+        while not queue:
+            self._waiter = loop.create_future()
+            self._waiting = True
+            try:
+                if not queue:  # a post that came before ``_waiting`` was set did not wake us
+                    loop.run_until_complete(self._waiter)
+            except (Exception, KeyboardInterrupt, SystemExit):
+                # A task that raised SystemExit or KeyboardInterrupt ends the
+                # loop's run, not the kernel.
+                log.exception("a task stopped the event loop between cells")
+            finally:
+                self._waiting = False
+                self._waiter = None
+        return queue.popleft()
+
+    def _handle(self, message: Message) -> None:
         allow_stdin = message.msg_type == "execute_request" and bool(message.content.get("allow_stdin", True))
         parent = Parent(
             message.header, message.identities, allow_stdin=allow_stdin, header_json=message.header_json
@@ -175,7 +242,7 @@ class ShellChannel:
                 # show as a blank prompt (see docs/compatibility.md).
                 self._reply(message, {"status": "aborted", "execution_count": None})
             elif message.msg_type == "execute_request":
-                await self._execute(message, parent)  # flushes every stream before its reply
+                self._execute(message, parent)  # flushes every stream before its reply
             else:
                 if message.msg_type in COMM_TYPES:
                     handle_comm_message(self.comm_manager, message)
@@ -215,7 +282,7 @@ class ShellChannel:
 
     # -- execution ---------------------------------------------------------------------------
 
-    async def _execute(self, message: Message, parent: Parent) -> None:
+    def _execute(self, message: Message, parent: Parent) -> None:
         shell = self.shell
         content = message.content
         started = _utc_now()
@@ -246,7 +313,7 @@ class ShellChannel:
             )
         routing.note_execute_started(parent)
         try:
-            result = await self._run_cell(code, store_history=store_history and not own_count, silent=silent)
+            result = self._run_cell(code, store_history=store_history and not own_count, silent=silent)
         finally:
             routing.note_execute_finished(parent)
 
@@ -292,9 +359,11 @@ class ShellChannel:
             # this reply, exits and shuts the kernel down itself -- but stops reading
             # replies once the kernel process is gone. So the kernel ends itself only
             # if the front end has not done so within a grace period.
-            asyncio.get_running_loop().call_later(EXIT_GRACE_PERIOD, self._on_exit_requested)
+            # The loop runs the timer in the wait after this reply.
+            assert self._loop is not None
+            self._loop.call_later(EXIT_GRACE_PERIOD, self._on_exit_requested)
 
-    async def _run_cell(self, code: str, *, store_history: bool, silent: bool) -> ExecutionResult:
+    def _run_cell(self, code: str, *, store_history: bool, silent: bool) -> ExecutionResult:
         shell = self.shell
         try:
             transformed = shell.transform_cell(code)
@@ -302,39 +371,84 @@ class ShellChannel:
         except Exception:
             transformed = code
             preprocessing_error = sys.exc_info()
-        if shell.should_run_async(
+        runner = shell.loop_runner
+        if runner in (_asyncio_runner, _trio_runner) and shell.should_run_async(
             code, transformed_cell=transformed, preprocessing_exc_tuple=preprocessing_error
         ):
-            cell = asyncio.ensure_future(
-                shell.run_cell_async(
-                    code,
-                    store_history=store_history,
-                    silent=silent,
-                    transformed_cell=transformed,
-                    preprocessing_exc_tuple=preprocessing_error,
-                )
+            cell = shell.run_cell_async(
+                code,
+                store_history=store_history,
+                silent=silent,
+                transformed_cell=transformed,
+                preprocessing_exc_tuple=preprocessing_error,
             )
-            self._async_cell = cell
-            result: ExecutionResult | None = None
-            try:
-                result = await cell
-            except asyncio.CancelledError:
-                result = _interrupted_result(shell, code, store_history)
-            finally:
-                self._async_cell = None
-                shell.interrupting_async_cell = False
-                shell.events.trigger("post_execute")
-                if not silent:
-                    shell.events.trigger("post_run_cell", result)
-            assert result is not None
-            return result
+            run = self._on_loop if runner is _asyncio_runner else self._under_trio
+            return self._run_async_cell(cell, run, code, store_history, silent)
+        # A plain cell runs with no loop running, as in a script (and a cell with
+        # top-level await under ``%autoawait curio`` or a custom runner: IPython's
+        # runner starts that library's loop here).
         self._interrupt_deferrals = 0
         self._sync_cell_running = True
         try:
-            sync_result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
+            # IPython's run_cell transforms the cell again: reuse ours (unless it
+            # failed, so that IPython meets and reports the error itself).
+            once = shell.transformed_once(code, transformed) if preprocessing_error is None else nullcontext()
+            with once:
+                result: ExecutionResult = shell.run_cell(code, store_history=store_history, silent=silent)
         finally:
             self._sync_cell_running = False
-        return sync_result
+            # ``asyncio.run()`` in the cell leaves this thread with no current
+            # loop; ``asyncio.get_event_loop()`` in the next cell finds ours.
+            asyncio.set_event_loop(self._loop)
+        return result
+
+    def _run_async_cell(
+        self,
+        cell: Coroutine[Any, Any, ExecutionResult],
+        runner: Callable[[Coroutine[Any, Any, ExecutionResult]], ExecutionResult | None],
+        code: str,
+        store_history: bool,
+        silent: bool,
+    ) -> ExecutionResult:
+        """Run a cell with top-level ``await`` (``cell``, from IPython's ``run_cell_async``)."""
+        shell = self.shell
+        result: ExecutionResult | None = None
+        try:
+            result = runner(cell)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            pass  # interrupted outside the cell's own code: shown as interrupted below
+        finally:
+            if result is None:
+                result = _interrupted_result(shell, code, store_history)
+            shell.interrupting_async_cell = False
+            shell.events.trigger("post_execute")
+            if not silent:
+                shell.events.trigger("post_run_cell", result)
+        return result
+
+    def _on_loop(self, cell: Coroutine[Any, Any, ExecutionResult]) -> ExecutionResult:
+        """Run ``cell`` as a task on this thread's loop (tasks it starts go on after it)."""
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(cell)  # the task copies this context: its output goes to this cell
+        self._async_cell = task
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            self._async_cell = None
+
+    def _under_trio(self, cell: Coroutine[Any, Any, ExecutionResult]) -> ExecutionResult | None:
+        """Run ``cell`` under ``trio.run`` (``%autoawait trio``), no asyncio loop running."""
+        trio_cell = TrioCell()
+        self._trio_cell = trio_cell
+        self._interrupt_deferrals = 0
+        self._sync_cell_running = True
+        try:
+            result: ExecutionResult | None = trio_cell.run(cell)
+            return result
+        finally:
+            self._sync_cell_running = False
+            self._trio_cell = None
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler (main thread): interrupt whatever cell is running.
@@ -354,6 +468,11 @@ class ShellChannel:
         if self.defer_interrupt is not None and self.defer_interrupt(frame):
             return
         if self._sync_cell_running:
+            trio_cell = self._trio_cell
+            if trio_cell is not None:
+                self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
+                if trio_cell.interrupt_here():
+                    return  # landed in trio's own code: the cell is cancelled instead
             if (
                 delivery is not None
                 and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS

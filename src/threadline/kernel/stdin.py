@@ -44,6 +44,8 @@ class StdinRouter:
         self._slots: dict[str, _Slot] = {}
         self._line: deque[threading.Event] = deque()
         self._line_lock = threading.Lock()
+        #: Replies that found no request waiting (IO thread only), for diagnosis and tests.
+        self.ignored_replies = 0
 
     def input(self, prompt: object = "") -> str:
         """Replacement for ``builtins.input``."""
@@ -99,6 +101,7 @@ class StdinRouter:
         parent_id = message.parent_header.get("msg_id")
         slot = self._slots.get(str(parent_id)) if parent_id else next(iter(self._slots.values()), None)
         if slot is None:
+            self.ignored_replies += 1
             return  # a reply to a request that was interrupted, or a stray
         value = message.content.get("value", "")
         slot.value = value if isinstance(value, str) else str(value)

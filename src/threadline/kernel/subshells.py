@@ -1,8 +1,11 @@
 """Shell channels on threads of their own: JEP 91 subshells and the comm worker.
 
 A ``ShellThread`` serves one ``ShellChannel`` on a dedicated thread with its
-own event loop: requests posted to it run one at a time, in order, and
-concurrently with every other shell thread (the main shell included). The
+own event loop (which, as on the main thread, runs between requests and for
+cells with top-level ``await``, and is stopped while a plain cell runs, so
+``asyncio.run()`` works there too): requests posted to it run one at a time,
+in order, and concurrently with every other shell thread (the main shell
+included). The
 comm worker is one such thread, so widgets answer while a cell is busy; each
 subshell a client creates is another.
 
@@ -47,7 +50,7 @@ class ShellThread:
         signal.pthread_sigmask(signal.SIG_SETMASK, _INITIAL_SIGNAL_MASK)
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self.channel.serve())
+            self.channel.serve()
         except Exception:
             log.exception("%s failed", self._thread.name)
         finally:

@@ -140,9 +140,10 @@ class ConnectionInfo:
     def as_dict(self) -> dict[str, Any]:
         """The connection for showing to a person: every key replaced by ``HIDDEN``.
 
-        This is what ``%connect_info`` and logs should print; a client that
-        needs the keys reads the connection file (``jupyter console --existing
-        FILE``), which ``to_json`` wrote.
+        This is what logs and any display of the connection should print
+        (``%connect_info`` in ``threadline.compat`` leaves the Curve keys out
+        of what it shows the same way); a client that needs the keys reads the
+        connection file, which ``to_json`` wrote.
         """
         return self._as_dict(reveal=False)
 

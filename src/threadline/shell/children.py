@@ -134,19 +134,21 @@ class ChildOutput:
         self._kernel_streams = tuple(kernel_streams)
         self._pipe_programs = pipe_programs
         self._pipes: dict[int, _ProgramPipe] = {}  # read fd -> pipe; changed under the lock
+        self._buffer = bytearray(_RECEIVE_BUFFER)
+        self._lock = threading.Lock()
+        self._closing = False
+        self._started = False
+        self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
+
+    def start(self) -> None:
+        """Bind the socket, start receiving, and make children of this process send here."""
         self._directory = tempfile.mkdtemp(prefix="threadline-")  # mode 0700
         self.address = os.path.join(self._directory, "children")
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._socket.setblocking(False)
         self._wake_read, self._wake_write = os.pipe()
-        self._buffer = bytearray(_RECEIVE_BUFFER)
-        self._lock = threading.Lock()
-        self._closing = False
-        self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
-
-    def start(self) -> None:
-        """Start receiving, and make children of this process send here."""
+        self._started = True
         self._thread.start()
         _become_kernel(self.address, self._kernel_streams)
         if self._pipe_programs:
@@ -154,26 +156,43 @@ class ChildOutput:
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
-        if not has_input(self._socket.fileno()) and not any(has_input(fd) for fd in list(self._pipes)):
-            return  # the usual case, found without giving up the GIL (see peek)
+        if not self._started:
+            return
+        if (
+            not has_input(self._socket.fileno())
+            and not any(has_input(fd) for fd in list(self._pipes))
+            and not self._lock.locked()
+        ):
+            # The usual case, found without giving up the GIL (see peek). The
+            # lock is looked at last: the receiving thread holds it from taking
+            # records out of the socket until they are published, so a socket
+            # that looks empty may be records taken out and not yet sent.
+            return
         with self._lock:
             self._receive(limit=_SYNC_LIMIT)
             for pipe in list(self._pipes.values()):
                 self._read_pipe(pipe)
 
-    def pipe_for_program(self, name: str, header: bytes) -> int:
-        """A new pipe whose text goes to ``name`` of cell ``header``; returns its write end,
-        which the caller gives to one subprocess and then closes."""
+    def pipe_for_program(self, name: str, header: bytes) -> tuple[_ProgramPipe, int]:
+        """A new pipe whose text goes to ``name`` of cell ``header``: the pipe, and its
+        write end, which the caller gives to one subprocess and then closes."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
+        pipe = _ProgramPipe(read_end, name, header)
         with self._lock:
-            self._pipes[read_end] = _ProgramPipe(read_end, name, header)
+            self._pipes[read_end] = pipe
         os.write(self._wake_write, b"p")  # watch it from now on
-        return write_end
+        return pipe, write_end
+
+    def sync_programs(self, pipes: Iterable[_ProgramPipe]) -> None:
+        """Publish what these programs wrote, on the calling thread (after a ``wait``)."""
+        with self._lock:
+            for pipe in pipes:
+                self._read_pipe(pipe)
 
     def close(self, timeout: float = 1.0) -> None:
         """Deliver what is still queued; stop receiving. Idempotent."""
-        if self._closing:
+        if self._closing or not self._started:
             return
         self._closing = True
         os.write(self._wake_write, b"x")
@@ -355,7 +374,7 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
     """``subprocess.Popen`` in the kernel process: a child whose stdout or stderr would be
     the kernel's own (not given, or the kernel's stream object) gets a pipe of its own."""
     original_init = subprocess.Popen.__init__
-    if getattr(original_init, "_threadline_pipes", False):
+    if getattr(original_init, "_threadline_patched", False):
         return
 
     @functools.wraps(original_init)
@@ -365,21 +384,37 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
             return
         _flush_std_streams()
         header = _current_header()
+        pipes: list[_ProgramPipe] = []
         opened: list[int] = []
         for key in ("stdout", "stderr"):
             value = kwargs.get(key)
             name = key if value is None else getattr(value, "name", None)
             if (value is None or value in _kernel_streams) and isinstance(name, str):
-                opened.append(output.pipe_for_program(name, header))
-                kwargs[key] = opened[-1]
+                pipe, write_end = output.pipe_for_program(name, header)
+                pipes.append(pipe)
+                opened.append(write_end)
+                kwargs[key] = write_end
+        self._threadline_pipes = pipes  # type: ignore[attr-defined]
         try:
             original_init(self, args, **kwargs)
         finally:
             for fd in opened:  # the child has its copy; a child that failed to start: EOF
                 os.close(fd)
 
-    __init__._threadline_pipes = True  # type: ignore[attr-defined]
+    original_wait = subprocess.Popen.wait
+
+    @functools.wraps(original_wait)
+    def wait(self: subprocess.Popen[Any], timeout: float | None = None) -> int:
+        """The program has ended: what it wrote is shown before the caller goes on."""
+        code = original_wait(self, timeout)
+        pipes = getattr(self, "_threadline_pipes", None)
+        if pipes:
+            output.sync_programs(pipes)
+        return code
+
+    __init__._threadline_patched = True  # type: ignore[attr-defined]
     subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
+    subprocess.Popen.wait = wait  # type: ignore[method-assign]
 
 
 def start_spawned_child(address: str, header_json: bytes) -> None:

@@ -88,7 +88,10 @@ class FdCapture:
         """Flush C stdio and move what the pipe holds into the stream, now."""
         if c_stdio_pending():
             flush_c_stdio()
-        if has_input(self._read_end):
+        # The lock is looked at after the pipe: the pump holds it from reading
+        # until the text is in the stream, so an empty pipe may be text the
+        # pump has read and not yet handed over; waiting for it keeps the order.
+        if has_input(self._read_end) or self._lock.locked():
             self._drain()
 
     def close(self, timeout: float = 1.0) -> None:

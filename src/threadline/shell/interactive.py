@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 from IPython.core.autocall import ExitAutocall
 from IPython.core.interactiveshell import InteractiveShell
@@ -55,6 +55,7 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._errors = threading.local()
+        self._pretransformed = threading.local()
         self.set_hook("show_in_pager", _page_to_payload)
 
     @default("exiter")  # type: ignore[untyped-decorator]
@@ -88,6 +89,30 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         """
         yield
 
+    def transform_cell(self, raw_cell: str) -> str:
+        """IPython's transformation, keeping the cell's line numbers.
+
+        IPython drops a cell's leading blank lines before compiling it, so the
+        compiled code's line N is the cell's line N + k: a breakpoint the debugger
+        panel sets on a line as the user sees it (and as ``dumpCell`` writes it)
+        would miss, and a traceback would name the wrong line. Here the rest of
+        the cell is transformed exactly as IPython does, and the blank lines are
+        put back as empty ones.
+
+        Inside ``transformed_once`` (the kernel's plain-cell path), IPython's own
+        second call on the same cell returns the kernel's first result.
+        """
+        pending = getattr(self._pretransformed, "cell", None)
+        if pending is not None and pending[0] is raw_cell:
+            self._pretransformed.cell = None
+            return str(pending[1])
+        lines = raw_cell.splitlines(keepends=True)
+        blank = 0
+        while blank < len(lines) - 1 and lines[blank].isspace():
+            blank += 1
+        transformed: str = super().transform_cell("".join(lines[blank:]))
+        return "\n" * blank + transformed
+
     # No terminal: run shell commands through pipes so their output is captured.
     system = InteractiveShell.system_piped
 
@@ -96,6 +121,7 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         from threadline import gui as gui_loops
 
         gui_loops.enable(gui)
+        self.active_eventloop = gui_loops.active()  # IPython's name for it, read by libraries
 
     # -- errors ---------------------------------------------------------------------
 
@@ -105,14 +131,15 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def showtraceback(self, exc_tuple: Any = None, *args: Any, **kwargs: Any) -> None:
         """IPython's, except for interrupts: they show ``KeyboardInterrupt`` ending in the user's code.
 
-        An interrupt cancels an async cell's task; IPython catches the resulting
-        ``CancelledError`` in the cell like any other exception. The user asked
-        for an interrupt, so that is what they see (and what the reply says).
-        The kernel's own frames (its SIGINT handler, its ``input()``) are cut off
-        an interrupt's traceback (``shell/tracebacks.py``).
+        An interrupt cancels an async cell's task (or its trio cancel scope);
+        IPython catches the resulting ``CancelledError`` (``trio.Cancelled``) in
+        the cell like any other exception. The user asked for an interrupt, so
+        that is what they see (and what the reply says). The kernel's own frames
+        (its SIGINT handler, its ``input()``) are cut off an interrupt's
+        traceback (``shell/tracebacks.py``).
         """
         etype, value, tb = sys.exc_info() if exc_tuple is None else exc_tuple
-        if self.interrupting_async_cell and isinstance(value, asyncio.CancelledError):
+        if self.interrupting_async_cell and _is_cancellation(value):
             etype, value = KeyboardInterrupt, KeyboardInterrupt()
         if isinstance(value, KeyboardInterrupt):
             # Ends in the user's code, not in the kernel's handler (see shell/tracebacks.py).
@@ -153,6 +180,27 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def ask_exit(self) -> None:
         self.exit_now = not self.keepkernel_on_exit
         self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": self.keepkernel_on_exit})
+
+    @contextmanager
+    def transformed_once(self, raw_cell: str, transformed: str) -> Iterator[None]:
+        """While the block runs on this thread, IPython's own ``transform_cell`` call
+        inside ``run_cell`` -- on this very string -- gets ``transformed`` instead of
+        transforming the cell again. The kernel transforms each cell once to decide
+        how to run it; the second pass (tokenizing the cell, ~30 us for ``pass``)
+        was pure repetition."""
+        self._pretransformed.cell = (raw_cell, transformed)
+        try:
+            yield
+        finally:
+            self._pretransformed.cell = None
+
+
+def _is_cancellation(value: BaseException | None) -> TypeGuard[BaseException]:
+    """Whether ``value`` is how asyncio or trio (``%autoawait trio``) ends a cancelled cell."""
+    if isinstance(value, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(value, trio.Cancelled)
 
 
 def _page_to_payload(shell: ThreadlineShell, data: Any, start: int = 0, screen_lines: int = 0) -> None:

@@ -1,0 +1,66 @@
+"""Run a function right after a given module is first imported.
+
+Theory of operation
+-------------------
+Two libraries decide something once, at import, in a way threadline must
+amend: plotly picks its default renderer (``plotly_renderer``), and
+``ipykernel.ipkernel`` replaces ``comm.create_comm`` with its own, which sends
+nothing unless ipykernel's kernel runs (``ipykernel_comms``). One finder at
+the front of ``sys.meta_path`` finds nothing itself; for a watched name it asks
+the other finders for the real spec and wraps the loader's ``exec_module`` so
+the registered functions run once the module's code has run. Imports happen on
+whatever thread user code runs; the registry is written only at kernel start.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+AfterImport = Callable[[ModuleType], None]
+
+
+class _AfterImportFinder(importlib.abc.MetaPathFinder):
+    def __init__(self) -> None:
+        self.watched: dict[str, list[AfterImport]] = {}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        functions = self.watched.get(fullname)
+        if not functions:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                _run_after_exec(spec.loader, functions)
+                return spec
+        return None
+
+
+def _run_after_exec(loader: Any, functions: list[AfterImport]) -> None:
+    original = loader.exec_module
+
+    def exec_module(module: ModuleType) -> None:
+        original(module)
+        for function in functions:
+            function(module)
+
+    loader.exec_module = exec_module
+
+
+def after_import(name: str, function: AfterImport) -> None:
+    """Call ``function(module)`` when ``name`` is imported (not if it already was)."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _AfterImportFinder)), None)
+    if finder is None:
+        finder = _AfterImportFinder()
+        sys.meta_path.insert(0, finder)
+    functions = finder.watched.setdefault(name, [])
+    if function not in functions:
+        functions.append(function)

@@ -1,0 +1,198 @@
+"""asyncio as a script has it: plain cells run outside the kernel's loop, await cells on it.
+
+Every test drives a real kernel process. A plain cell runs with the kernel's
+loop stopped, so ``asyncio.run`` and ``run_until_complete`` work; a cell with
+top-level ``await`` runs on the loop; tasks go on between cells and while a
+later cell awaits; ``%autoawait trio`` runs await cells under trio; nest_asyncio
+changes nothing; an interrupt stops each kind of cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+from tests.kernel_helpers import collect_until_idle, execute, get_reply, wait_for_iopub
+from tests.test_interrupts import interrupt_once
+from tests.test_subshells import create_subshell, execute_in
+
+MAIN = (
+    "import asyncio\n"
+    "async def main():\n"
+    "    await asyncio.sleep(0)\n"  # in the kernel (noqa: sleep-ok)
+    "    return 42\n"
+)
+
+
+def result_of(kc: BlockingKernelClient, code: str) -> str:
+    """The cell's ``execute_result`` as text; fails with the cell's error if it raised."""
+    run = execute(kc, code)
+    assert run.content["status"] == "ok", run.content
+    assert run.stderr == ""
+    [result] = run.of_type("execute_result")
+    text: str = result["content"]["data"]["text/plain"]
+    return text
+
+
+def everything_until_idle(kc: BlockingKernelClient, msg_id: str) -> list[dict[str, Any]]:
+    """Every iopub message, whatever its parent, until ``msg_id``'s idle status."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        message = wait_for_iopub(kc, lambda m: True)
+        seen.append(message)
+        if (
+            message["parent_header"].get("msg_id") == msg_id
+            and message["content"].get("execution_state") == "idle"
+        ):
+            return seen
+
+
+def test_the_calls_that_need_a_stopped_loop_return_their_values(kc: BlockingKernelClient) -> None:
+    execute(kc, MAIN)
+    assert result_of(kc, "asyncio.run(main())") == "42"
+    assert result_of(kc, "asyncio.new_event_loop().run_until_complete(main())") == "42"
+    # A library that runs its own loop, as sync wrappers around async clients do.
+    assert result_of(kc, "import anyio\nanyio.run(main)") == "42"
+    # asyncio.run leaves the thread with no current loop; the next cell still finds the kernel's.
+    assert result_of(kc, "asyncio.get_event_loop().run_until_complete(main())") == "42"
+    assert result_of(kc, "asyncio.get_event_loop() is get_ipython().kernel._loop") == "True"
+    # Top-level await still runs on the kernel's loop.
+    assert result_of(kc, "await main()") == "42"
+    code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"
+    assert result_of(kc, code) == "True"  # in the kernel (noqa: sleep-ok)
+
+
+def test_a_tasks_lines_land_under_its_cell_while_idle_and_while_another_cell_awaits(
+    kc: BlockingKernelClient,
+) -> None:
+    started = execute(
+        kc,
+        "import asyncio\n"
+        "lines = asyncio.Queue()\n"
+        "printed = asyncio.Event()\n"
+        "async def reporter():\n"
+        "    while True:\n"
+        "        print(await lines.get())\n"
+        "        printed.set()\n"
+        "task = asyncio.ensure_future(reporter())\n",
+    )
+    assert started.content["status"] == "ok"
+    origin = started.reply["parent_header"]["msg_id"]
+
+    def line_from_task(text: str) -> dict[str, object]:
+        return wait_for_iopub(kc, lambda m: m["msg_type"] == "stream" and m["content"]["text"] == text + "\n")
+
+    # A plain cell hands the task a line and ends: the loop is stopped while it
+    # runs, so the task prints it in the wait after it, with the kernel idle.
+    idle_cell = execute(kc, "lines.put_nowait('while idle')")
+    assert idle_cell.stdout == ""
+    assert line_from_task("while idle")["parent_header"]["msg_id"] == origin
+
+    # A cell that awaits finishes only once the task has printed meanwhile.
+    msg_id = kc.execute(
+        "printed.clear()\nlines.put_nowait('while another cell awaits')\nawait printed.wait()\n'woken'"
+    )
+    seen = everything_until_idle(kc, msg_id)
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    [line] = [m for m in seen if m["msg_type"] == "stream"]
+    assert line["content"]["text"] == "while another cell awaits\n"
+    assert line["parent_header"]["msg_id"] == origin  # not the awaiting cell's
+    results = [m["content"]["data"]["text/plain"] for m in seen if m["msg_type"] == "execute_result"]
+    assert results == ["'woken'"]
+    assert result_of(kc, "task.done()") == "False"
+
+
+def test_trio_runs_await_cells_and_asyncio_comes_back(kc: BlockingKernelClient) -> None:
+    assert execute(kc, "%autoawait trio").content["status"] == "ok"
+    # sniffio (trio's and anyio's own way to ask) says which library runs the cell.
+    code = "import trio, sniffio\nawait trio.sleep(0)\nsniffio.current_async_library()"
+    assert result_of(kc, code) == "'trio'"
+    assert result_of(kc, "await trio.sleep(0, )\nawait trio.to_thread.run_sync(lambda: 6 * 7)") == "42"
+    # A plain cell under %autoawait trio still runs asyncio.run.
+    execute(kc, MAIN)
+    assert result_of(kc, "asyncio.run(main())") == "42"
+    assert execute(kc, "%autoawait asyncio").content["status"] == "ok"
+    assert result_of(kc, "await asyncio.sleep(0, result='asyncio again')") == "'asyncio again'"
+    code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"
+    assert result_of(kc, code) == "True"  # in the kernel (noqa: sleep-ok)
+
+
+def test_nest_asyncio_applied_by_the_user_breaks_nothing(kc: BlockingKernelClient) -> None:
+    assert execute(kc, "import nest_asyncio\nnest_asyncio.apply()\n" + MAIN).content["status"] == "ok"
+    assert result_of(kc, "asyncio.run(main())") == "42"
+    assert result_of(kc, "asyncio.get_event_loop().run_until_complete(main())") == "42"
+    assert result_of(kc, "await main()") == "42"
+    # What nest_asyncio is for: a loop run inside a running loop.
+    assert (
+        result_of(kc, "await asyncio.sleep(0)\nasyncio.run(main())") == "42"
+    )  # in the kernel (noqa: sleep-ok)
+    started = execute(
+        kc,
+        "go = asyncio.Event()\n"
+        "async def later():\n"
+        "    await go.wait()\n"
+        "    print('task after nest_asyncio')\n"
+        "task = asyncio.ensure_future(later())\n",
+    )
+    execute(kc, "go.set()")
+    line = wait_for_iopub(kc, lambda m: m["msg_type"] == "stream")
+    assert line["content"]["text"] == "task after nest_asyncio\n"
+    assert line["parent_header"]["msg_id"] == started.reply["parent_header"]["msg_id"]
+
+
+def test_asyncio_run_in_a_subshell(kc: BlockingKernelClient) -> None:
+    subshell = create_subshell(kc)
+    msg_id = execute_in(kc, subshell, MAIN + "asyncio.run(main())")
+    messages = collect_until_idle(kc, msg_id)
+    assert get_reply(kc, msg_id)["content"]["status"] == "ok"
+    [result] = [m for m in messages if m["msg_type"] == "execute_result"]
+    assert result["content"]["data"]["text/plain"] == "42"
+
+
+# -- interrupts ---------------------------------------------------------------------------------
+
+FOREVER = "async def forever():\n    print('go', flush=True)\n    await asyncio.sleep(3600)\n"
+
+
+def test_an_interrupt_stops_a_plain_cell_inside_asyncio_run(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    manager, kc = kernel
+    execute(kc, MAIN + FOREVER)
+    for _ in range(3):
+        reply = interrupt_once(manager, kc, "asyncio.run(forever())")
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert result_of(kc, "asyncio.run(main())") == "42"
+
+
+def test_an_interrupt_stops_an_awaiting_cell_and_tasks_go_on(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    manager, kc = kernel
+    execute(
+        kc,
+        MAIN
+        + FOREVER
+        + "go = asyncio.Event()\nasync def waiter():\n    await go.wait()\n    return 'kept'\n",
+    )
+    execute(kc, "task = asyncio.ensure_future(waiter())")
+    reply = interrupt_once(manager, kc, "await forever()")
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    # The interrupt cancelled the cell, not the task it did not start.
+    assert result_of(kc, "go.set()\nawait task") == "'kept'"
+
+
+def test_an_interrupt_stops_a_trio_cell_awaiting_or_busy(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    manager, kc = kernel
+    execute(kc, "%autoawait trio\nimport trio")
+    for code in (
+        "print('go', flush=True)\nawait trio.sleep(3600)",  # in trio's own code: cancelled
+        "print('go', flush=True)\nawait trio.sleep(0)\nwhile True:\n    pass",  # in the cell's code
+    ):
+        reply = interrupt_once(manager, kc, code)
+        assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+        assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"
