@@ -464,3 +464,15 @@ def test_matplotlib_widget_needs_no_desktop_loop(kc: BlockingKernelClient) -> No
         "print(matplotlib.get_backend(), threadline.gui.active())",
     )
     assert shown.split() == ["widget", "None"], shown  # matplotlib names the ipympl backend "widget"
+
+
+@needs_tk
+def test_gui_from_the_command_line(display: str) -> None:
+    """``--gui tk`` (ipykernel's option) turns the loop on at start."""
+    env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
+    env["DISPLAY"] = display
+    manager, client = start_kernel(env=env, extra_arguments=["--gui=tk"])
+    try:
+        assert ok(client, "import threadline.gui\nprint(threadline.gui.active())").strip() == "tk"
+    finally:
+        stop_kernel(manager, client)
