@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
@@ -184,15 +185,19 @@ def test_an_interrupt_stops_an_awaiting_cell_and_tasks_go_on(
     assert result_of(kc, "go.set()\nawait task") == "'kept'"
 
 
-def test_an_interrupt_stops_a_trio_cell_awaiting_or_busy(
-    kernel: tuple[KernelManager, BlockingKernelClient],
+TRIO_CELLS = {
+    "awaiting": "print('go', flush=True)\nawait trio.sleep(3600)",  # in trio's own code: cancelled
+    "busy": "print('go', flush=True)\nawait trio.sleep(0)\nwhile True:\n    pass",  # in the cell's code
+}
+
+
+@pytest.mark.parametrize("kind", TRIO_CELLS)
+def test_an_interrupt_stops_a_trio_cell(
+    kernel: tuple[KernelManager, BlockingKernelClient], kind: str
 ) -> None:
     manager, kc = kernel
     execute(kc, "%autoawait trio\nimport trio")
-    for code in (
-        "print('go', flush=True)\nawait trio.sleep(3600)",  # in trio's own code: cancelled
-        "print('go', flush=True)\nawait trio.sleep(0)\nwhile True:\n    pass",  # in the cell's code
-    ):
-        reply = interrupt_once(manager, kc, code)
+    for _ in range(3):
+        reply = interrupt_once(manager, kc, TRIO_CELLS[kind])
         assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
         assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"

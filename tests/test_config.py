@@ -266,3 +266,25 @@ def test_options_ipython_knows_are_told_apart_from_the_rest(
     from threadline.compat.kernelapp import split_options
 
     assert split_options(argv) == (known, unknown)
+
+
+def test_install_says_when_another_python3_is_found_first(tmp_path: Path) -> None:
+    import subprocess
+
+    first = tmp_path / "first"
+    (first / "kernels" / "python3").mkdir(parents=True)
+    spec = {"argv": ["python", "-m", "ipykernel_launcher"], "display_name": "ipykernel", "language": "python"}
+    (first / "kernels" / "python3" / "kernel.json").write_text(json.dumps(spec))
+    env = {**os.environ, "JUPYTER_PATH": str(first), "JUPYTER_DATA_DIR": str(tmp_path / "user")}
+    done = subprocess.run(
+        [sys.executable, "-m", "threadline", "install", "--user", "--name", "python3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Jupyter finds another 'python3' kernelspec first, in {first / 'kernels' / 'python3'}" in (
+        done.stderr
+    )

@@ -59,10 +59,11 @@ from threadline.io import curve_available
 pytestmark = pytest.mark.skipif(not curve_available(), reason="this libzmq has no CurveZMQ")
 
 
-def start_encrypted(
+def start_managed(
     transport: str = "tcp", *, encryption: str = "required", **launch: Any
 ) -> tuple[KernelManager, BlockingKernelClient, dict[str, Any]]:
-    """A threadline kernel with manager-provisioned Curve keys, a ready client, and its connection file."""
+    """A threadline kernel started by a KernelManager with this ``transport_encryption``
+    (by default: manager-provisioned Curve keys), a ready client, and its connection file."""
     manager = KernelManager(kernel_name="threadline", transport_encryption=encryption, transport=transport)
     if transport == "ipc":
         # jupyter_client's default is "kernel-ipc" in the working directory; keep it short
@@ -84,7 +85,7 @@ def start_encrypted(
 def encrypted(
     request: pytest.FixtureRequest,
 ) -> Iterator[tuple[KernelManager, BlockingKernelClient, dict[str, Any]]]:
-    manager, client, info = start_encrypted(request.param)
+    manager, client, info = start_managed(request.param)
     try:
         yield manager, client, info
     finally:
@@ -164,8 +165,17 @@ def test_the_kernel_runs_encrypted_over_tcp_and_ipc(
     assert wait_for_exit(manager) == 0
 
 
+def test_auto_encrypts_threadline_because_its_kernelspec_says_it_can() -> None:
+    manager, kc, info = start_managed("tcp", encryption="auto")
+    try:
+        assert len(info["curve_secretkey"]) == 40
+        assert execute(kc, "print('auto')").stdout == "auto\n"
+    finally:
+        stop_kernel(manager, kc)
+
+
 def test_the_ipc_transport_works_without_encryption_too() -> None:
-    manager, kc, info = start_encrypted("ipc", encryption="disabled")
+    manager, kc, info = start_managed("ipc", encryption="disabled")
     try:
         assert "curve_secretkey" not in info
         assert Path(f"{info['ip']}-{info['iopub_port']}").exists()
@@ -228,7 +238,7 @@ y = add(10, 5)
 
 
 def test_the_debugger_works_encrypted() -> None:
-    manager, kc, _ = start_encrypted("tcp")
+    manager, kc, _ = start_managed("tcp")
     try:
         dbg = DebugClient(kc)
         assert dbg.ok("debugInfo")["isStarted"] is False
@@ -316,11 +326,11 @@ def test_an_outsider_on_iopub_hears_nothing(
 # -- refusals and warnings at start ------------------------------------------------------------
 
 
-def run_kernel_with(tmp_path: Path, **fields: Any) -> subprocess.CompletedProcess[str]:
+def run_kernel_with(tmp_path: Path, *arguments: str, **fields: Any) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "connection.json"
     path.write_bytes(orjson.dumps({"key": "k" * 32, "ip": "127.0.0.1", "transport": "tcp", **fields}))
     return subprocess.run(
-        [sys.executable, "-m", "threadline", "-f", str(path)],
+        [sys.executable, "-m", "threadline", "-f", str(path), *arguments],
         capture_output=True,
         text=True,
         timeout=TIMEOUT * 2,
@@ -346,6 +356,14 @@ def test_a_public_key_of_another_pair_exits_at_once(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "curve_publickey is not the public key of curve_secretkey" in done.stderr
     assert secret not in done.stderr and other_public not in done.stderr
+
+
+def test_encrypt_with_a_connection_file_says_the_file_decides(tmp_path: Path) -> None:
+    # An empty key stops the kernel right after the note, so nothing has to be shut down.
+    done = run_kernel_with(tmp_path, "--encrypt", key="")
+    assert "--encrypt is for a kernel that writes its own connection file" in done.stderr
+    assert "the connection file has an empty key" in done.stderr
+    assert done.returncode == 2
 
 
 def self_launched(tmp_path: Path, *arguments: str) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -405,7 +423,7 @@ def test_encrypt_makes_and_writes_its_own_key_pair(tmp_path: Path) -> None:
 def test_keys_never_appear_in_a_debug_log(tmp_path: Path, context: zmq.Context[Any]) -> None:
     log = tmp_path / "kernel.log"
     with log.open("wb") as log_file:
-        manager, kc, info = start_encrypted("tcp", extra_arguments=["--log-level", "debug"], stderr=log_file)
+        manager, kc, info = start_managed("tcp", extra_arguments=["--log-level", "debug"], stderr=log_file)
     try:
         intruder = outsider(context, zmq.DEALER, guessed_key=False)
         handshake_failure(intruder, endpoint(info, "shell"))

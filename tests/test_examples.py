@@ -111,3 +111,15 @@ def test_summary_counts_every_line(demo: tuple[dict[str, Any], Any]) -> None:
         "total": "17",
     }
     assert stdout_of(cells["summary"]).endswith("total: 17 lines from 5 threads\n")
+
+
+def test_asyncio_and_background_cells() -> None:
+    notebook, _ = executed(EXAMPLES / "asyncio_and_background.ipynb")
+    cells = {cell.id: cell for cell in notebook.cells}
+    assert stdout_of(cells["asyncio-run"]) == "asyncio.run: 285\n"
+    assert stdout_of(cells["task"]) == "cell: task started\ntask: got one\ntask: got two\n"
+    assert stdout_of(cells["task-done"]) == ""
+    # Every line of the background cell lands under it, though it printed them after it finished.
+    assert stdout_of(cells["background"]) == "".join(f"background line {i} of 5\n" for i in range(1, 6))
+    assert stdout_of(cells["meanwhile"]) == "meanwhile, this cell ran\n"
+    assert "  1  finished " in stdout_of(cells["listing"])

@@ -76,6 +76,17 @@ def install(
     return destination
 
 
+def found_instead(name: str, destination: str) -> str | None:
+    """Where Jupyter finds kernelspec ``name`` if not at ``destination`` (e.g. ``python3``
+    installed with --user, in an environment whose own python3 spec Jupyter prefers)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    found = KernelSpecManager().find_kernel_specs().get(name)
+    if found is None or os.path.realpath(found) == os.path.realpath(destination):
+        return None
+    return str(found)
+
+
 def write_connection_file(path: Path, data: bytes) -> None:
     """Write a connection file readable by its owner only (mode 0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -276,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         prefix = sys.prefix if args.sys_prefix else args.prefix
         destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
         print(f"Installed kernelspec {args.name} in {destination}")
+        shadow = found_instead(args.name, destination)
+        if shadow is not None:
+            print(
+                f"Note: Jupyter finds another {args.name!r} kernelspec first, in {shadow}; "
+                "this one is not used. Inside an environment, install with --sys-prefix.",
+                file=sys.stderr,
+            )
         from threadline.io.curve import CURVE_UNAVAILABLE_REASON
 
         if CURVE_UNAVAILABLE_REASON is not None:

@@ -21,13 +21,20 @@ cell).
 from __future__ import annotations
 
 import tkinter
+from typing import Any
 
 from threadline.gui.idle import IdleContext, Inputhook
+
+#: The window-less interpreter that drives the queue: one per process, reused by every ``%gui tk``.
+_driver: Any = None
 
 
 def inputhook_for() -> Inputhook:
     """Prepare a window-less Tcl interpreter to drive the thread's event queue."""
-    driver = tkinter.Tcl().tk  # stays alive in the closure
+    global _driver
+    if _driver is None:
+        _driver = tkinter.Tcl().tk
+    driver = _driver
 
     def inputhook(context: IdleContext) -> None:
         woken = False

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 from threadline import gui as gui_loops
 from threadline import routing
 from threadline.io import OutboxClosed
-from threadline.kernel import info
+from threadline.kernel import background, info
 from threadline.kernel.boot import Boot, answer_at_once
 from threadline.kernel.comms import install_comms
 from threadline.kernel.debugger import Debugger
@@ -136,9 +136,14 @@ class Kernel:
         self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
         self.debugger = Debugger(self.sender, self.shell)
+        #: ``%%background`` cells (kernel/background.py). An interrupt reaches them
+        #: when no cell runs in the main shell: one stuck in the foreground is
+        #: stopped without the long job running behind it.
+        self.background = background.install(self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
         self.channel.defer_interrupt = self.debugger.defer_interrupt
+        self.channel.on_idle_interrupt = self._interrupt_background_cells
         self.interrupts = InterruptDelivery(self.io)
         self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
@@ -309,9 +314,16 @@ class Kernel:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
             self._loop.call_soon_threadsafe(lambda: None)
 
+    def _interrupt_background_cells(self) -> None:
+        """From the SIGINT handler, between cells: interrupt the background cells,
+        from the main loop (the handler itself may start no thread)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            self._loop.call_soon_threadsafe(self.background.interrupt_all)
+
     def interrupt(self) -> None:
         """Interrupt the running cells: the main shell's (by SIGINT, handled on the
-        main thread) and every subshell's."""
+        main thread; with no cell running there, the background cells') and
+        every subshell's."""
         self.subshells.interrupt_all()
         # To the main thread itself: a process-directed signal may be taken by
         # another thread, which does not wake a main thread blocked in a wait.

@@ -106,6 +106,10 @@ class ShellChannel:
         self._aborting = False
         self._sync_cell_running = False
         self._interrupt_deferrals = 0
+        #: Synchronous cells started, and which of them a resent SIGINT is for
+        #: (a resend that arrives after its cell ended is dropped).
+        self._cells_started = 0
+        self._resent_for: int | None = None
         # Requests posted (written by the posting thread only) and finished
         # (written by the serving thread only): equal means nothing is queued
         # or running, so a request answered elsewhere now cannot overtake one.
@@ -119,6 +123,9 @@ class ShellChannel:
         #: "not here" (the debugger has this thread stopped; it resumes the thread and
         #: delivers the interrupt again).
         self.defer_interrupt: Callable[[FrameType | None], bool] | None = None
+        #: Called by the SIGINT handler when no cell runs here (the kernel then
+        #: interrupts its background cells). Must be signal-safe.
+        self.on_idle_interrupt: Callable[[], None] | None = None
         #: Called after each comm message this channel handled (the kernel wakes the
         #: main loop: see ``Kernel._wake_main_loop``).
         self.after_comm: Callable[[], None] | None = None
@@ -388,6 +395,7 @@ class ShellChannel:
         # top-level await under ``%autoawait curio`` or a custom runner: IPython's
         # runner starts that library's loop here).
         self._interrupt_deferrals = 0
+        self._cells_started += 1
         self._sync_cell_running = True
         try:
             # IPython's run_cell transforms the cell again: reuse ours (unless it
@@ -442,6 +450,7 @@ class ShellChannel:
         trio_cell = TrioCell()
         self._trio_cell = trio_cell
         self._interrupt_deferrals = 0
+        self._cells_started += 1
         self._sync_cell_running = True
         try:
             result: ExecutionResult | None = trio_cell.run(cell)
@@ -467,23 +476,35 @@ class ShellChannel:
             delivery.handler_started()
         if self.defer_interrupt is not None and self.defer_interrupt(frame):
             return
+        resent_for, self._resent_for = self._resent_for, None
+        if resent_for is not None and (resent_for != self._cells_started or not self._sync_cell_running):
+            return  # sent again for a cell that has ended meanwhile
         if self._sync_cell_running:
+            can_resend = delivery is not None and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
             trio_cell = self._trio_cell
             if trio_cell is not None:
                 self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
                 if trio_cell.interrupt_here():
-                    return  # landed in trio's own code: the cell is cancelled instead
-            if (
-                delivery is not None
-                and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
-                and _in_kernel_code(frame)
-            ):
-                self._interrupt_deferrals += 1
-                delivery.resend_soon()
+                    # Landed in trio's own code: the cell is cancelled at its next
+                    # await. If it never awaits again (a loop right after one), the
+                    # signal sent again lands in its code and raises there.
+                    if can_resend:
+                        self._resend(delivery)
+                    return
+            if can_resend and _in_kernel_code(frame):
+                self._resend(delivery)
                 return
             self._interrupt_deferrals = 0
             raise KeyboardInterrupt
-        self.interrupt_async_cell()
+        if not self.interrupt_async_cell() and self.on_idle_interrupt is not None:
+            self.on_idle_interrupt()
+
+    def _resend(self, delivery: InterruptDelivery | None) -> None:
+        """From the SIGINT handler: have SIGINT sent again shortly, for this cell only."""
+        assert delivery is not None
+        self._interrupt_deferrals += 1
+        self._resent_for = self._cells_started
+        delivery.resend_soon()
 
     # -- sending ------------------------------------------------------------------------------
 

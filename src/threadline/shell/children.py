@@ -59,6 +59,8 @@ The child's side (``ChildStream`` and its socket) is in ``child_stream``.
   so lines are assembled per program, whatever size its writes have), routed
   to the cell that created the ``Popen``. A partial line goes out at the end of
   the pipe, or once the pipe has been quiet for ``PARTIAL_LINE_DELAY``.
+  ``Popen.wait`` reads the program's pipes on the waiting thread before it
+  returns, so the program's text comes before what the cell prints next.
 * everything else (``os.system``, C code, the programs a child starts) writes
   to file descriptors 1 and 2, the kernel's capture pipes (``fdcapture``):
   writes of up to ``PIPE_BUF`` bytes are atomic, and they go to the cell that
@@ -389,7 +391,8 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
         for key in ("stdout", "stderr"):
             value = kwargs.get(key)
             name = key if value is None else getattr(value, "name", None)
-            if (value is None or value in _kernel_streams) and isinstance(name, str):
+            own = value is None or any(value is stream for stream in _kernel_streams)
+            if own and isinstance(name, str):
                 pipe, write_end = output.pipe_for_program(name, header)
                 pipes.append(pipe)
                 opened.append(write_end)
