@@ -476,3 +476,32 @@ def test_gui_from_the_command_line(display: str) -> None:
         assert ok(client, "import threadline.gui\nprint(threadline.gui.active())").strip() == "tk"
     finally:
         stop_kernel(manager, client)
+
+
+CALLBACK_CELL = """\
+def on_timer():
+    answer = 6 * 7
+    print('callback done', answer)
+
+root.after(20, on_timer)
+"""
+
+
+@needs_tk
+def test_debugger_stops_in_a_toolkit_callback(gui_kc: BlockingKernelClient) -> None:
+    """A breakpoint in a Tk callback stops the main thread in the idle wait; continuing resumes it."""
+    from tests.test_debugger import DebugClient
+
+    ok(gui_kc, "%gui tk")
+    ok(gui_kc, "import tkinter\nroot = tkinter.Tk()")
+    dbg = DebugClient(gui_kc)
+    dbg.start()
+    path = dbg.set_breakpoints(CALLBACK_CELL, 2)
+    dbg.ok("configurationDone")
+    ok(gui_kc, CALLBACK_CELL)  # the cell ends; the callback runs 20 ms later, while idle
+    thread_id = dbg.event("stopped", reason="breakpoint")["body"]["threadId"]
+    frame = dbg.top_frame(thread_id)
+    assert (frame["name"], frame["line"], frame["source"]["path"]) == ("on_timer", 2, path)
+    dbg.ok("continue", {"threadId": thread_id})
+    wait_for_line(gui_kc, "callback done 42")
+    assert ok(gui_kc, "print(1 + 1)").strip() == "2"
