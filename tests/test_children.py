@@ -118,6 +118,26 @@ def test_a_flood_from_children_blocks_them_and_loses_nothing(kc: BlockingKernelC
     assert result.stdout == "y" * 100_000 + "\n"
 
 
+def test_forked_children_reach_the_cell_without_fd_capture(tmp_path: Path) -> None:
+    """``--no-capture-fd`` leaves descriptors 1 and 2 alone; children still use the socket."""
+    manager, kc = start_kernel_logged(tmp_path / "kernel.log", "--no-capture-fd")
+    try:
+        code = textwrap.dedent(f"""
+            import multiprocessing as mp
+            def write_lines(child):
+                for line in range({LINES}):
+                    print(f"child {{child}} line {{line}} {PAD}")
+            ps = [mp.get_context("fork").Process(target=write_lines, args=(c,)) for c in range({CHILDREN})]
+            for p in ps: p.start()
+            for p in ps: p.join()
+        """)
+        result = execute(kc, code)
+        assert result.content["status"] == "ok", result.content
+        assert_whole_lines(result.stdout)
+    finally:
+        stop_kernel(manager, kc)
+
+
 def test_os_fork_children_lines_whole(kc: BlockingKernelClient) -> None:
     code = textwrap.dedent(f"""
         import os

@@ -165,6 +165,15 @@ def test_the_kernel_runs_encrypted_over_tcp_and_ipc(
     assert wait_for_exit(manager) == 0
 
 
+def test_auto_encrypts_threadline_because_its_kernelspec_says_it_can() -> None:
+    manager, kc, info = start_managed("tcp", encryption="auto")
+    try:
+        assert len(info["curve_secretkey"]) == 40
+        assert execute(kc, "print('auto')").stdout == "auto\n"
+    finally:
+        stop_kernel(manager, kc)
+
+
 def test_the_ipc_transport_works_without_encryption_too() -> None:
     manager, kc, info = start_managed("ipc", encryption="disabled")
     try:

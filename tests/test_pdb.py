@@ -110,6 +110,20 @@ def test_interrupting_the_debugger_prompt_ends_the_cell(
         get_input_request(kc, timeout=0.5)
 
 
+def test_interrupting_set_trace_at_the_end_of_a_statement(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """pdb stops when the statement calling set_trace() returns ("--Return--"): the
+    traceback still ends at that line of the cell."""
+    manager, kc = kernel
+    reply, messages = _interrupt_at_prompt(manager, kc, "import pdb\nx = 5\npdb.set_trace()\ny = x + 1")
+    assert (reply["ename"], reply["evalue"]) == ("KeyboardInterrupt", "Interrupted by user")
+    assert "--Return--" in _text(messages)
+    frames = _frames(reply["traceback"])
+    assert len(frames) == 1 and frames[0].startswith("Cell In[1], line 3"), frames
+    assert execute(kc, "print(x)").stdout == "5\n"
+
+
 def test_interrupting_debug_post_mortem_ends_the_cell(
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:

@@ -14,7 +14,8 @@ function -- where ipykernel's (whose handler is C) ends at the user's line.
 IPython formats it and stores it for ``%debug`` and ``%tb``: everything from
 the first frame of threadline's own code, or of a debugger's trace function
 (``bdb.Bdb.trace_dispatch``, entered from the interpreter, not called by the
-user), onwards. The first entry always stays: it is the frame that ran the
+user), onwards -- an interrupt at a debugger's prompt then ends at the line the
+debugger had stopped on. The first entry always stays: it is the frame that ran the
 code (IPython's ``run_code``), which IPython itself leaves out by offset. The
 chain is edited in place (``tb_next`` is writable), so every later reader of
 the exception sees the same traceback. Only interrupts are trimmed: any other
@@ -26,7 +27,7 @@ from __future__ import annotations
 import bdb
 import os
 from pathlib import Path
-from types import CodeType, TracebackType
+from types import CodeType, FrameType, TracebackType
 
 #: Where threadline's own modules live (frames from here are the kernel's).
 _KERNEL_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
@@ -43,6 +44,23 @@ def trim_interrupt(tb: TracebackType | None) -> None:
     """Cut the kernel's frames off the traceback of an interrupt (see the module docstring)."""
     while tb is not None and tb.tb_next is not None:
         if _ends_user_code(tb.tb_next):
-            tb.tb_next = None
+            tb.tb_next = _traced_frame_entry(tb, tb.tb_next)
             return
         tb = tb.tb_next
+
+
+def _traced_frame_entry(last: TracebackType, cut: TracebackType) -> TracebackType | None:
+    """What replaces the cut-off entries: nothing, or the frame a debugger had stopped in.
+
+    An interrupt at a debugger's prompt leaves its trace function, which the
+    interpreter called for an event in the user's frame. When that event was the
+    frame's return (pdb's "--Return--"), the frame is no longer in the traceback;
+    an entry for it, at the line it stopped on, ends the traceback where the user
+    saw the debugger stop.
+    """
+    if cut.tb_frame.f_code not in _TRACE_ENTRIES:
+        return None
+    traced = cut.tb_frame.f_locals.get("frame")
+    if not isinstance(traced, FrameType) or traced is last.tb_frame:
+        return None
+    return TracebackType(None, traced, traced.f_lasti, traced.f_lineno or 0)
