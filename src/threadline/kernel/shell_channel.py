@@ -430,9 +430,11 @@ class ShellChannel:
             result = runner(cell)
         except (asyncio.CancelledError, KeyboardInterrupt):
             pass  # interrupted outside the cell's own code: shown as interrupted below
+        except Exception as exc:  # the runner itself failed (trio's internal error, say)
+            result = _failed_result(shell, code, store_history, exc)
         finally:
             if result is None:
-                result = _interrupted_result(shell, code, store_history)
+                result = _failed_result(shell, code, store_history, KeyboardInterrupt())
             shell.interrupting_async_cell = False
             shell.events.trigger("post_execute")
             if not silent:
@@ -541,16 +543,16 @@ def _error_content(exc: BaseException) -> dict[str, Any]:
     return error_content(type(exc).__name__, str(exc))
 
 
-def _interrupted_result(shell: ThreadlineShell, code: str, store_history: bool) -> ExecutionResult:
-    """The result of an async cell cancelled by an interrupt: shown as KeyboardInterrupt."""
+def _failed_result(
+    shell: ThreadlineShell, code: str, store_history: bool, exc: BaseException
+) -> ExecutionResult:
+    """The result of an async cell that ended with ``exc`` outside its own code (an
+    interrupt's ``KeyboardInterrupt``, say), with its traceback shown."""
     from IPython.core.interactiveshell import ExecutionInfo
 
-    try:
-        raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        shell.showtraceback()
-        result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
-        result.error_in_exec = KeyboardInterrupt()
+    shell.showtraceback((type(exc), exc, exc.__traceback__))
+    result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
+    result.error_in_exec = exc
     return result
 
 
