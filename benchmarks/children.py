@@ -19,14 +19,20 @@ on first use and cached)::
 
     .venv/bin/python -m benchmarks.children            # 3 repetitions per kernel
     .venv/bin/python -m benchmarks.children --reps 1 --only fork
+    .venv/bin/python -m benchmarks.children --flood 25000   # 4 x 25,000 lines, timed
+
+``s to idle`` is from the request to the cell's idle status (children's start-up
+included): what a user waits for.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import textwrap
@@ -43,8 +49,8 @@ LINE = re.compile(rf"child (\d+) line (\d+) {PAD}")
 QUIET = 1.0
 
 WORKER = f"""
-def write_lines(child):
-    for line in range({LINES}):
+def write_lines(child, lines={LINES}):
+    for line in range(lines):
         print(f"child {{child}} line {{line}} {PAD}")
     return child
 """
@@ -104,10 +110,25 @@ SCENARIOS: dict[str, str] = {
 }
 
 
-def measure(handle: KernelHandle, code: str, timeout: float = 120.0) -> dict[str, int]:
+def flood_code(lines: int) -> str:
+    """The fork scenario with ``lines`` lines per child (``--flood``)."""
+    return f"""
+        import multiprocessing as mp
+        context = mp.get_context("fork")
+        ps = [context.Process(target=bench_worker.write_lines, args=(c, {lines})) for c in range({CHILDREN})]
+        for p in ps: p.start()
+        for p in ps: p.join()
+    """
+
+
+def measure(
+    handle: KernelHandle, code: str, lines_each: int = LINES, timeout: float = 600.0
+) -> dict[str, float]:
     """Run one scenario cell; count what arrived (see the module docstring)."""
     msg_id, frames = handle.execute_frames(textwrap.dedent(code))
+    started = time.perf_counter()
     handle.shell.send_multipart(frames)
+    to_idle = math.nan
     received: list[list[bytes]] = []
     deadline = time.monotonic() + timeout
     idle = False
@@ -120,8 +141,8 @@ def measure(handle: KernelHandle, code: str, timeout: float = 120.0) -> dict[str
         handle.drain_iopub(received.append)
         for message in received[before:]:
             header, parent, content = parts(message)
-            if b"status" in header and b"idle" in content and msg_id in parent:
-                idle = True
+            if b"status" in header and b"idle" in content and msg_id in parent and not idle:
+                idle, to_idle = True, time.perf_counter() - started
     mine, elsewhere = [], []
     for message in received:
         decoded = handle.decode(message)
@@ -132,15 +153,18 @@ def measure(handle: KernelHandle, code: str, timeout: float = 120.0) -> dict[str
     lines = "".join(mine).splitlines()
     whole = Counter(line for line in lines if LINE.fullmatch(line))
     other = sum(1 for line in "".join(elsewhere).splitlines() if LINE.fullmatch(line))
-    expected_chars = sum(len(f"child {c} line {n} {PAD}\n") for c in range(CHILDREN) for n in range(LINES))
+    expected_chars = sum(
+        len(f"child {c} line {n} {PAD}\n") for c in range(CHILDREN) for n in range(lines_each)
+    )
     return {
         "whole": len(whole),
-        "broken": CHILDREN * LINES - len(whole),
+        "broken": CHILDREN * lines_each - len(whole),
         "fragments": sum(1 for line in lines if not LINE.fullmatch(line)),
         "missing chars": max(0, expected_chars - len("".join(mine))),
         "dup": sum(count - 1 for count in whole.values()),
         "other cell": other,
         "idle": int(idle),
+        "s to idle": round(to_idle, 3),
     }
 
 
@@ -150,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="a scenario (repeatable)")
     parser.add_argument("--out", type=Path, help="write the raw results as JSON here")
     parser.add_argument("--peers-dir", type=Path, default=peers.default_cache(), help="peer environments")
+    parser.add_argument(
+        "--flood", type=int, metavar="LINES", help="instead: 4 forked children x LINES lines each, timed"
+    )
     args = parser.parse_args(argv)
+    if args.flood:
+        SCENARIOS[f"fork flood {CHILDREN}x{args.flood}"] = flood_code(args.flood)
+        args.only = [f"fork flood {CHILDREN}x{args.flood}"]
     scenarios = args.only or list(SCENARIOS)
+    lines_each = args.flood or LINES
     ready = []
     for peer in peers.select(["ipykernel"]):
         installed = peers.ensure(peer, args.peers_dir)
@@ -171,17 +202,20 @@ def main(argv: list[str] | None = None) -> int:
                 handle.execute(setup)
                 for name in scenarios:
                     for _ in range(args.reps):
-                        counts = measure(handle, SCENARIOS[name])
+                        counts = measure(handle, SCENARIOS[name], lines_each)
                         results[name].setdefault(kind, []).append(counts)
                         print(f"{kind:10} {name:13} {counts}", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(worker_dir, ignore_errors=True)
-    total = CHILDREN * LINES
-    print(f"\n{CHILDREN} children x {LINES} lines at once, {args.reps} repetitions:")
-    print("whole lines min-max, the other columns the worst repetition\n")
-    print(f"| scenario | kernel | whole lines (of {total}) | fragments | missing chars | dup | other cell |")
-    print("|---|---|---|---|---|---|---|")
+    total = CHILDREN * lines_each
+    print(f"\n{CHILDREN} children x {lines_each} lines at once, {args.reps} repetitions:")
+    print("whole lines min-max, seconds to idle median, the other columns the worst repetition\n")
+    print(
+        f"| scenario | kernel | whole lines (of {total}) | fragments | missing chars | dup | other cell "
+        "| s to idle |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name in scenarios:
         for kind in kernel_names:
             runs = results[name].get(kind, [])
@@ -190,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             worst = {key: max(r[key] for r in runs) for key in runs[0]}
             wholes = sorted(r["whole"] for r in runs)
             whole = f"{wholes[0]}" if wholes[0] == wholes[-1] else f"{wholes[0]}-{wholes[-1]}"
+            seconds = statistics.median(r["s to idle"] for r in runs)
             print(
                 f"| {name} | {kind} | {whole} | {worst['fragments']} | {worst['missing chars']} | "
-                f"{worst['dup']} | {worst['other cell']} |"
+                f"{worst['dup']} | {worst['other cell']} | {seconds:.2f} |"
             )
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=1))

@@ -150,3 +150,33 @@ def run_big_image(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
 
     code = "_display(_Image(data=_bench_png, format='png'))"
     return _measure_one(handle, code, b"display_data", check)
+
+
+# -- child processes' output (benchmarks/children.py's cells, in the one command) ------------
+
+CHILD_METRICS = ("whole", "fragments", "missing chars", "other cell")
+
+
+def children_setup(sizes: Sizes) -> str:
+    """The worker module ``benchmarks.children`` imports, written by the kernel itself."""
+    from benchmarks import children
+
+    return (
+        "import os as _os, sys, tempfile as _tempfile\n"
+        "_bench_dir = _tempfile.mkdtemp()\n"
+        f"open(_os.path.join(_bench_dir, 'bench_worker.py'), 'w').write({children.WORKER!r})\n"
+        "sys.path.insert(0, _bench_dir)\n"
+        "import bench_worker\n"
+    )
+
+
+def run_children(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
+    """Every scenario of ``benchmarks.children`` once: 4 children x 200 lines each."""
+    from benchmarks import children
+
+    out: dict[str, float] = {}
+    for name, code in children.SCENARIOS.items():
+        counts = children.measure(handle, code)
+        for key in CHILD_METRICS:
+            out[f"{name} {key}"] = float(counts[key])
+    return out

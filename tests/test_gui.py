@@ -344,6 +344,11 @@ def test_subshell_runs_while_the_gui_loop_is_on(gui_kc: BlockingKernelClient) ->
     messages = collect_until_idle(gui_kc, msg_id)
     assert "from the subshell True" in "".join(m["content"].get("text", "") for m in messages)
     assert get_reply(gui_kc, msg_id)["content"]["status"] == "ok"
+    # Toolkits belong to the main thread: a subshell cannot switch them.
+    msg_id = execute_in(gui_kc, subshell, "%gui qt")
+    refusal = "".join(m["content"].get("text", "") for m in collect_until_idle(gui_kc, msg_id))
+    assert "only be enabled from the main thread" in refusal
+    assert ok(gui_kc, "import threadline.gui\nprint(threadline.gui.active())").strip() == "tk"
 
 
 @pytest.mark.parametrize("toolkit", ["tk", "qt"])
@@ -505,3 +510,13 @@ def test_debugger_stops_in_a_toolkit_callback(gui_kc: BlockingKernelClient) -> N
     dbg.ok("continue", {"threadId": thread_id})
     wait_for_line(gui_kc, "callback done 42")
     assert ok(gui_kc, "print(1 + 1)").strip() == "2"
+
+
+@needs_qt
+def test_qt_with_a_display_where_no_server_answers_says_so() -> None:
+    """Qt aborts the process when it cannot connect; ``%gui qt`` refuses first."""
+    number = next(n for n in range(990, 1100) if not Path(f"/tmp/.X11-unix/X{n}").exists())
+    with kernel_with(f":{number}") as (_, client):
+        run = execute(client, "%gui qt")
+        assert f"no X server answers at DISPLAY=:{number}" in run.stderr, run.stderr
+        assert ok(client, "import threadline.gui\nprint(threadline.gui.active())").strip() == "None"

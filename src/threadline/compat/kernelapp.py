@@ -66,7 +66,7 @@ KERNEL_FLAGS: dict[str, tuple[dict[str, Any], str]] = {
     "no-stdout": ({"IPKernelApp": {"no_stdout": True}}, "redirect stdout to the null device"),
     "no-stderr": ({"IPKernelApp": {"no_stderr": True}}, "redirect stderr to the null device"),
     "pylab": ({"IPKernelApp": {"pylab": "auto"}}, "pre-load matplotlib and numpy"),
-    "trio-loop": ({"InteractiveShell": {"trio_loop": False}}, "enable Trio as main event loop"),
+    "trio-loop": ({"IPKernelApp": {"trio_loop": True}}, "accepted; trio is %autoawait trio in threadline"),
     "secure": ({}, "accepted for ipykernel compatibility; the connection file's key is used"),
     "no-secure": ({}, "accepted for ipykernel compatibility; the connection file's key is used"),
 }
@@ -167,7 +167,11 @@ class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):  # type: ignore[
 
 @contextlib.contextmanager
 def _tracebacks_to_stderr(shell: ZMQInteractiveShell) -> Iterator[None]:
-    """Before the first request a traceback has no cell: print it to stderr (the log), as ipykernel does."""
+    """Before the first request a traceback has no cell: print it to stderr, the kernel's log.
+
+    ipykernel does so for the ``--matplotlib`` set-up; its other startup tracebacks
+    go to IOPub with no parent, where no front end shows them.
+    """
 
     def print_traceback(etype: Any, evalue: Any, stb: list[str]) -> None:
         print(shell.InteractiveTB.stb2text(stb), file=sys.stderr)

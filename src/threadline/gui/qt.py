@@ -2,6 +2,9 @@
 
 Theory of operation
 -------------------
+Qt aborts the whole process when it cannot reach its display, so enabling
+first checks that an X server answers at a local ``$DISPLAY``.
+
 The binding is the one already imported (matplotlib may have chosen it), else
 the one ``$QT_API`` names, else the first installed of PySide6, PyQt6, PyQt5,
 PySide2 (``qt6``/``qt5`` narrow the list). Enabling creates the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 import time
 from types import ModuleType
@@ -61,12 +65,37 @@ def choose_binding(flavour: str) -> str:
     raise GuiUnavailable(f"%gui {flavour} needs a Qt binding; none of {', '.join(candidates)} is installed")
 
 
+def require_x_server() -> None:
+    """Refuse, rather than let Qt abort the whole process, when $DISPLAY names no X server.
+
+    Only for Qt's X11 platform on a local display (``:N``, ``unix:N``), the usual
+    case: it connects to the server's socket and hangs up.
+    """
+    display = os.environ.get("DISPLAY", "")
+    platform = os.environ.get("QT_QPA_PLATFORM", "xcb").split(":")[0]
+    if platform != "xcb" or os.environ.get("WAYLAND_DISPLAY") or not sys.platform.startswith("linux"):
+        return
+    host, _, rest = display.rpartition(":")
+    number = rest.partition(".")[0]
+    if host not in ("", "unix") or not number.isdigit():
+        return  # a remote display: let Qt try
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(f"/tmp/.X11-unix/X{number}")
+        except OSError as exc:
+            raise GuiUnavailable(
+                f"%gui qt: no X server answers at DISPLAY={display} ({exc.strerror}); Qt would abort "
+                "the kernel, so the Qt loop stays off"
+            ) from exc
+
+
 def inputhook_for(flavour: str) -> Inputhook:
     global _application
     binding = choose_binding(flavour)
     core: ModuleType = importlib.import_module(f"{binding}.QtCore")
     widgets: ModuleType = importlib.import_module(f"{binding}.QtWidgets")
     if widgets.QApplication.instance() is None:
+        require_x_server()
         _application = widgets.QApplication([sys.argv[0] if sys.argv else "threadline"])
     loop = core.QEventLoop()
     timer = core.QTimer()

@@ -310,7 +310,14 @@ class Kernel:
         self.channel.post(STOP)
 
     def _wake_main_loop(self) -> None:
-        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there)."""
+        """Any thread: end the main loop's idle wait (a GUI toolkit's loop runs there).
+
+        Only while the loop runs: while a plain cell runs it is stopped, and
+        what was scheduled meanwhile runs first thing when it starts again, so
+        a comm flood during a plain cell costs no wake-up per message.
+        """
+        if not self.channel.loop_running:
+            return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
             self._loop.call_soon_threadsafe(lambda: None)
 

@@ -135,6 +135,11 @@ class ShellChannel:
         return self._sync_cell_running or self._async_cell is not None
 
     @property
+    def loop_running(self) -> bool:
+        """Whether this channel's loop runs now: waiting for a request, or for an await cell."""
+        return self._waiting or self._async_cell is not None
+
+    @property
     def sync_cell_running(self) -> bool:
         return self._sync_cell_running
 
