@@ -177,6 +177,13 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def set_next_input(self, text: str, replace: bool = False) -> None:
         self.payload_manager.write_payload({"source": "set_next_input", "text": text, "replace": replace})
 
+    @property
+    def debugger_cls(self) -> type:
+        """The debugger for ``%debug``, ``%pdb`` and the ``ipdb`` package (shell/pdb_prompt.py)."""
+        from threadline.shell.pdb_prompt import KernelPdb  # pdb is imported when first needed
+
+        return KernelPdb
+
     def ask_exit(self) -> None:
         self.exit_now = not self.keepkernel_on_exit
         self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": self.keepkernel_on_exit})
