@@ -63,6 +63,11 @@ def test_the_calls_that_need_a_stopped_loop_return_their_values(kc: BlockingKern
     failed = execute(kc, "asyncio.get_running_loop()")
     assert (failed.content["ename"], failed.content["evalue"]) == ("RuntimeError", "no running event loop")
     assert "Await something in the cell" in failed.content["traceback"][-1]
+    # A script's closing loop.close() leaves the kernel's loop open (and says so).
+    closing = execute(kc, "loop = asyncio.get_event_loop()\nloop.run_until_complete(main())\nloop.close()")
+    assert closing.content["status"] == "ok"
+    assert "RuntimeWarning: the kernel's event loop stays open" in closing.stderr
+    assert result_of(kc, "loop.is_closed()") == "False"
     # Top-level await still runs on the kernel's loop.
     assert result_of(kc, "await main()") == "42"
     code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"

@@ -40,6 +40,7 @@ import asyncio
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import nullcontext
@@ -159,8 +160,14 @@ class ShellChannel:
     # -- feeding (IO thread) -------------------------------------------------------------
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop of the thread that will call ``serve`` (set once, before any post)."""
+        """The loop of the thread that will call ``serve`` (set once, before any post).
+
+        ``asyncio.get_event_loop()`` in a plain cell is this loop, and a script's
+        closing ``loop.close()`` must not close the loop the kernel waits in: it
+        is made to warn instead (``close_loop`` really closes it, at the end).
+        """
         self._loop = loop
+        loop.close = _keep_open  # type: ignore[method-assign]
 
     @property
     def idle(self) -> bool:
@@ -537,6 +544,17 @@ class ShellChannel:
 def _utc_now() -> str:
     """Now, in UTC, as ISO 8601 with a ``Z`` (how jupyter_client writes dates)."""
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _keep_open() -> None:
+    warnings.warn(
+        "the kernel's event loop stays open: it runs the tasks of every cell", RuntimeWarning, stacklevel=2
+    )
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Really close a loop given to ``ShellChannel.bind_loop`` (when its thread ends)."""
+    type(loop).close(loop)
 
 
 def _error_content(exc: BaseException) -> dict[str, Any]:
