@@ -1,7 +1,10 @@
 """Run ipykernel's and nbclient's own test suites against threadline as ``python3``.
 
-    python tests/peers/run_suites.py [--suite ipykernel|nbclient] [--kernel-python PY]
-                                     [-k EXPR] [--json PATH]
+    python tests/peers/run_suites.py [--suite ipykernel|nbclient] [--test-file tests/test_x.py]
+                                     [-k EXPR] [--json PATH] [--kernel-python PY] [--reference]
+
+(run it with the project's ``.venv/bin/python``; ``--reference`` runs the same
+suites against ipykernel itself, to tell the suites' own failures from ours.)
 
 Theory of operation
 -------------------
@@ -38,8 +41,8 @@ source distributions carry their tests. This script:
    ipykernel's private internals, or of a choice where threadline deliberately
    differs, each documented in docs/compatibility.md) that passes is an error;
    a "pending" entry (work another helper is doing now) that passes is only
-   reported, so their fixes never break CI. Listed tests that no longer exist
-   are errors too, so the list stays honest.
+   reported, so their fixes never break CI. Listed tests of the files that
+   ran but that no longer exist are errors too, so the list stays honest.
 
 The exit status is 0 when nothing unexpected happened; ``tests/test_peer_suites.py``
 runs this script inside ``python3 dev.py test``.
