@@ -59,6 +59,15 @@ def test_the_calls_that_need_a_stopped_loop_return_their_values(kc: BlockingKern
     # asyncio.run leaves the thread with no current loop; the next cell still finds the kernel's.
     assert result_of(kc, "asyncio.get_event_loop().run_until_complete(main())") == "42"
     assert result_of(kc, "asyncio.get_event_loop() is get_ipython().kernel._loop") == "True"
+    # What needs a running loop fails in a plain cell, as in a script -- and says what to do.
+    failed = execute(kc, "asyncio.get_running_loop()")
+    assert (failed.content["ename"], failed.content["evalue"]) == ("RuntimeError", "no running event loop")
+    assert "Await something in the cell" in failed.content["traceback"][-1]
+    # A script's closing loop.close() leaves the kernel's loop open (and says so).
+    closing = execute(kc, "loop = asyncio.get_event_loop()\nloop.run_until_complete(main())\nloop.close()")
+    assert closing.content["status"] == "ok"
+    assert "RuntimeWarning: the kernel's event loop stays open" in closing.stderr
+    assert result_of(kc, "loop.is_closed()") == "False"
     # Top-level await still runs on the kernel's loop.
     assert result_of(kc, "await main()") == "42"
     code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"

@@ -146,6 +146,10 @@ def test_the_kernels_interrupt_stops_the_foreground_cell_else_the_background_one
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:
     manager, kc = kernel
+    waiter = (
+        "import asyncio\ngo = asyncio.Event()\nasync def waiter():\n    await go.wait()\n    return 'kept'\n"
+    )
+    execute(kc, waiter + "task = asyncio.ensure_future(waiter())")
     sleeping = start_and_wait(kc, FOREVER)
     awaiting = start_and_wait(kc, AWAITING)
     # A cell stuck in the foreground is interrupted alone...
@@ -163,3 +167,6 @@ def test_the_kernels_interrupt_stops_the_foreground_cell_else_the_background_one
     assert execute(kc, JOIN_ALL).content["status"] == "ok"
     listing = execute(kc, "%background").stdout
     assert "  1  interrupted " in listing and "  2  interrupted " in listing
+    # The interrupt between cells left the kernel's loop and its tasks alone.
+    run = execute(kc, "go.set()\nawait task")
+    assert run.of_type("execute_result")[0]["content"]["data"]["text/plain"] == "'kept'"

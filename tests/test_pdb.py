@@ -59,6 +59,16 @@ def test_debug_post_mortem_through_stdin(kc: BlockingKernelClient) -> None:
     assert "\n42\n" in text  # p x
 
 
+def test_every_way_in_opens_the_kernel_debugger(kc: BlockingKernelClient) -> None:
+    """pdb.Pdb, IPython's Pdb, %debug's class and the shell's (which the ipdb package asks for)."""
+    code = (
+        "import pdb, IPython.core.debugger as d\n"
+        "ip = get_ipython()\n"
+        "print({c.__name__ for c in (pdb.Pdb, d.Pdb, ip.debugger_cls, ip.InteractiveTB.debugger_cls)})"
+    )
+    assert execute(kc, code).stdout == "{'KernelPdb'}\n"
+
+
 def test_pdb_post_mortem_uses_the_kernel_debugger(kc: BlockingKernelClient) -> None:
     code = "import pdb, sys\ntry:\n    z = 7\n    1 / 0\nexcept ZeroDivisionError:\n    pdb.post_mortem()"
     msg_id = kc.execute(code, allow_stdin=True)

@@ -40,6 +40,7 @@ import asyncio
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from contextlib import nullcontext
@@ -159,8 +160,14 @@ class ShellChannel:
     # -- feeding (IO thread) -------------------------------------------------------------
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop of the thread that will call ``serve`` (set once, before any post)."""
+        """The loop of the thread that will call ``serve`` (set once, before any post).
+
+        ``asyncio.get_event_loop()`` in a plain cell is this loop, and a script's
+        closing ``loop.close()`` must not close the loop the kernel waits in: it
+        is made to warn instead (``close_loop`` really closes it, at the end).
+        """
         self._loop = loop
+        loop.close = _keep_open  # type: ignore[method-assign]
 
     @property
     def idle(self) -> bool:
@@ -430,9 +437,11 @@ class ShellChannel:
             result = runner(cell)
         except (asyncio.CancelledError, KeyboardInterrupt):
             pass  # interrupted outside the cell's own code: shown as interrupted below
+        except Exception as exc:  # the runner itself failed (trio's internal error, say)
+            result = _failed_result(shell, code, store_history, exc)
         finally:
             if result is None:
-                result = _interrupted_result(shell, code, store_history)
+                result = _failed_result(shell, code, store_history, KeyboardInterrupt())
             shell.interrupting_async_cell = False
             shell.events.trigger("post_execute")
             if not silent:
@@ -537,20 +546,31 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _keep_open() -> None:
+    warnings.warn(
+        "the kernel's event loop stays open: it runs the tasks of every cell", RuntimeWarning, stacklevel=2
+    )
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Really close a loop given to ``ShellChannel.bind_loop`` (when its thread ends)."""
+    type(loop).close(loop)
+
+
 def _error_content(exc: BaseException) -> dict[str, Any]:
     return error_content(type(exc).__name__, str(exc))
 
 
-def _interrupted_result(shell: ThreadlineShell, code: str, store_history: bool) -> ExecutionResult:
-    """The result of an async cell cancelled by an interrupt: shown as KeyboardInterrupt."""
+def _failed_result(
+    shell: ThreadlineShell, code: str, store_history: bool, exc: BaseException
+) -> ExecutionResult:
+    """The result of an async cell that ended with ``exc`` outside its own code (an
+    interrupt's ``KeyboardInterrupt``, say), with its traceback shown."""
     from IPython.core.interactiveshell import ExecutionInfo
 
-    try:
-        raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        shell.showtraceback()
-        result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
-        result.error_in_exec = KeyboardInterrupt()
+    shell.showtraceback((type(exc), exc, exc.__traceback__))
+    result = ExecutionResult(ExecutionInfo(code, store_history, False, True, None))
+    result.error_in_exec = exc
     return result
 
 

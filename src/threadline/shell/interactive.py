@@ -144,6 +144,7 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         if isinstance(value, KeyboardInterrupt):
             # Ends in the user's code, not in the kernel's handler (see shell/tracebacks.py).
             trim_interrupt(tb)
+        _explain_no_running_loop(value)
         if value is not None:
             exc_tuple = (etype, value, tb)
         super().showtraceback(exc_tuple, *args, **kwargs)
@@ -177,6 +178,13 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     def set_next_input(self, text: str, replace: bool = False) -> None:
         self.payload_manager.write_payload({"source": "set_next_input", "text": text, "replace": replace})
 
+    @property
+    def debugger_cls(self) -> type:
+        """The debugger for ``%debug``, ``%pdb`` and the ``ipdb`` package (shell/pdb_prompt.py)."""
+        from threadline.shell.pdb_prompt import KernelPdb  # pdb is imported when first needed
+
+        return KernelPdb
+
     def ask_exit(self) -> None:
         self.exit_now = not self.keepkernel_on_exit
         self.payload_manager.write_payload({"source": "ask_exit", "keepkernel": self.keepkernel_on_exit})
@@ -193,6 +201,23 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
             yield
         finally:
             self._pretransformed.cell = None
+
+
+#: Added to "no running event loop": in ipykernel the same code finds the kernel's loop.
+NO_RUNNING_LOOP_NOTE = (
+    "threadline runs a cell without top-level await outside the kernel's event loop (so that "
+    "asyncio.run() works there). Await something in the cell (even `await asyncio.sleep(0)`) "
+    "to run it on the loop, or schedule with asyncio.ensure_future(...). See docs/threads.md, section 10."
+)
+
+
+def _explain_no_running_loop(value: BaseException | None) -> None:
+    if (
+        isinstance(value, RuntimeError)
+        and str(value) == "no running event loop"
+        and NO_RUNNING_LOOP_NOTE not in getattr(value, "__notes__", ())
+    ):
+        value.add_note(NO_RUNNING_LOOP_NOTE)
 
 
 def _is_cancellation(value: BaseException | None) -> TypeGuard[BaseException]:
