@@ -14,6 +14,11 @@ second (output that arrives late still counts), and counts:
 * ``dup``: expected lines received more than once;
 * ``other cell``: intact expected lines that arrived with another parent.
 
+A count says nothing about why lines are missing: a cell that raised (the
+subprocess cell asserts its children's exit codes), text on the cell's stderr
+(a child that could not start or import) or no idle are printed on stderr,
+``children: the cell fell short: ...``.
+
 Run (ipykernel 7.4 runs from its own environment, ``benchmarks.peers``, built
 on first use and cached)::
 
@@ -105,7 +110,8 @@ SCENARIOS: dict[str, str] = {
         env = dict(os.environ, PYTHONPATH=os.path.dirname(bench_worker.__file__))
         command = [sys.executable, "-c", script]
         children = [subprocess.Popen([*command, str(c)], env=env) for c in range({CHILDREN})]
-        for child in children: child.wait()
+        codes = [child.wait() for child in children]
+        assert codes == [0] * {CHILDREN}, f"exit codes {{codes}}"
     """,
 }
 
@@ -144,12 +150,27 @@ def measure(
             if b"status" in header and b"idle" in content and msg_id in parent and not idle:
                 idle, to_idle = True, time.perf_counter() - started
     mine, elsewhere = [], []
+    # Why a cell fell short, printed: a child that failed to start or import, the
+    # cell's error or a kernel that never went idle all count 0 lines otherwise.
+    problems = [] if idle else [f"no idle within {timeout:.0f} s"]
+    other_streams: list[str] = []
     for message in received:
         decoded = handle.decode(message)
-        if decoded["msg_type"] != "stream" or decoded["content"]["name"] != "stdout":
-            continue
         own = decoded["parent_header"].get("msg_id", "").encode() == msg_id
-        (mine if own else elsewhere).append(decoded["content"]["text"])
+        content = decoded["content"]
+        if own and decoded["msg_type"] == "error":
+            problems.append(f"{content['ename']}: {content['evalue']}")
+        if decoded["msg_type"] != "stream":
+            continue
+        if content["name"] != "stdout":
+            if own:
+                other_streams.append(content["text"])
+            continue
+        (mine if own else elsewhere).append(content["text"])
+    if other_streams:
+        problems.append(f"stderr {''.join(other_streams)[-400:]!r}")
+    if problems:
+        print(f"children: the cell fell short: {'; '.join(problems)}", file=sys.stderr)
     lines = "".join(mine).splitlines()
     whole = Counter(line for line in lines if LINE.fullmatch(line))
     other = sum(1 for line in "".join(elsewhere).splitlines() if LINE.fullmatch(line))
