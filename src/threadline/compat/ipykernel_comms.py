@@ -17,7 +17,7 @@ from types import ModuleType
 
 import comm
 
-from threadline.compat.after_import import after_import
+from threadline.shell.after_import import after_import
 
 _MODULE = "ipykernel.ipkernel"
 

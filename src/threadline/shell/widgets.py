@@ -16,22 +16,20 @@ threads capturing into two widgets never see each other's output.
 
 ipywidgets is not imported by the kernel: the patch is applied when user code
 first imports ``ipywidgets.widgets.widget_output`` (or at once if it already
-was), through a small import hook.
+was), through ``shell.after_import``.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 from threadline import routing
 from threadline.routing import Parent
+from threadline.shell.after_import import after_import
 
 _MODULE = "ipywidgets.widgets.widget_output"
 
@@ -140,39 +138,10 @@ def _patch(module: ModuleType) -> None:
     output._threadline_patched = True
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the real loader of one module to patch it once loaded."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _MODULE:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                _patch_after_exec(spec.loader)
-                return spec
-        return None
-
-
-def _patch_after_exec(loader: Any) -> None:
-    original = loader.exec_module
-
-    def exec_module(module: ModuleType) -> None:
-        original(module)
-        _patch(module)
-
-    loader.exec_module = exec_module
-
-
 def install_output_capture() -> None:
     """Patch ``Output`` now if imported, else as soon as it is. Idempotent."""
     module = sys.modules.get(_MODULE)
     if module is not None:
         _patch(module)
         return
-    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+    after_import(_MODULE, _patch)

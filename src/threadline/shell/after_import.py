@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-Two libraries decide something once, at import, in a way threadline must
-amend: plotly picks its default renderer (``plotly_renderer``), and
-``ipykernel.ipkernel`` replaces ``comm.create_comm`` with its own, which sends
-nothing unless ipykernel's kernel runs (``ipykernel_comms``). One finder at
-the front of ``sys.meta_path`` finds nothing itself; for a watched name it asks
-the other finders for the real spec and wraps the loader's ``exec_module`` so
-the registered functions run once the module's code has run. Imports happen on
-whatever thread user code runs; the registry is written only at kernel start.
+A few libraries decide something once, at import, in a way threadline must
+amend: ipywidgets' ``Output`` must capture per thread (``shell.widgets``),
+plotly picks its default renderer and ``ipykernel.ipkernel`` replaces
+``comm.create_comm`` with its own (``threadline.compat``). The kernel imports
+none of them itself. One finder at the front of ``sys.meta_path`` finds
+nothing itself; for a watched name it asks the other finders for the real spec
+and wraps the loader's ``exec_module`` so the registered functions run once
+the module's code has run. Imports happen on whatever thread user code runs;
+the registry is written only at kernel start.
 """
 
 from __future__ import annotations
