@@ -8,12 +8,13 @@ body lands under its cell, and background cells are listed and interrupted.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import execute, get_reply, wait_for_iopub
+from tests.kernel_helpers import TIMEOUT, execute, get_reply, wait_for_iopub
 
 SETUP = "import threading, time\ngo = threading.Event()\nprogress = [threading.Event() for _ in range(5)]\n"
 #: Prints 5 lines over about a second; the third waits for a later cell's go-ahead.
@@ -118,11 +119,28 @@ def start_and_wait(kc: BlockingKernelClient, code: str) -> str:
     return msg_id
 
 
-def wait_for_interrupted(kc: BlockingKernelClient, msg_id: str) -> None:
-    error = wait_for_iopub(
-        kc, lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "error"
-    )
-    assert error["content"]["ename"] == "KeyboardInterrupt"
+def wait_for_interrupted(kc: BlockingKernelClient, *cells: str, request: str | None = None) -> None:
+    """Wait until each of ``cells`` has shown ``KeyboardInterrupt``, in whatever order.
+
+    With ``request``, send that cell first and also wait for its idle (its reply
+    must be ok). The errors come from other threads, so they may arrive before
+    the request's idle or in any order among themselves: one reader sees every
+    message, where waiting for one thing at a time would skip the others.
+    """
+    pending = set(cells)
+    request_id = kc.execute(request) if request is not None else None
+    request_idle = request_id is None
+    deadline = time.monotonic() + TIMEOUT
+    while pending or not request_idle:
+        message = wait_for_iopub(kc, lambda m: True, timeout=deadline - time.monotonic())
+        parent, kind = message["parent_header"].get("msg_id"), message["msg_type"]
+        if parent in pending and kind == "error":
+            assert message["content"]["ename"] == "KeyboardInterrupt"
+            pending.discard(parent)
+        elif parent == request_id and kind == "status" and message["content"]["execution_state"] == "idle":
+            request_idle = True
+    if request_id is not None:
+        assert get_reply(kc, request_id)["content"]["status"] == "ok"
 
 
 def test_background_cells_are_listed_and_interrupted_by_number(kc: BlockingKernelClient) -> None:
@@ -130,11 +148,9 @@ def test_background_cells_are_listed_and_interrupted_by_number(kc: BlockingKerne
     second = start_and_wait(kc, FLUSHING)  # mostly in the kernel's stream code
     listing = execute(kc, "%background").stdout
     assert "  1  running " in listing and "  2  running " in listing
-    assert execute(kc, "%background --interrupt 2").content["status"] == "ok"
-    wait_for_interrupted(kc, second)
+    wait_for_interrupted(kc, second, request="%background --interrupt 2")
     assert "  1  running " in execute(kc, "%background").stdout
-    assert execute(kc, "%background --interrupt all").content["status"] == "ok"
-    wait_for_interrupted(kc, first)
+    wait_for_interrupted(kc, first, request="%background --interrupt all")
     assert execute(kc, JOIN_ALL).content["status"] == "ok"
     listing = execute(kc, "%background").stdout
     assert "  1  interrupted " in listing and "  2  interrupted " in listing
@@ -161,8 +177,7 @@ def test_the_kernels_interrupt_stops_the_foreground_cell_else_the_background_one
     assert "  1  running " in listing and "  2  running " in listing
     # ...and with the main shell idle, the interrupt reaches the background cells.
     manager.interrupt_kernel()
-    wait_for_interrupted(kc, sleeping)
-    wait_for_interrupted(kc, awaiting)
+    wait_for_interrupted(kc, sleeping, awaiting)
     assert execute(kc, "print('alive')").stdout == "alive\n"
     assert execute(kc, JOIN_ALL).content["status"] == "ok"
     listing = execute(kc, "%background").stdout
