@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ from threadline.protocol.connection import HIDDEN, z85_problem
 pytestmark = pytest.mark.skipif(not curve_available(), reason="this libzmq has no CurveZMQ")
 
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
 
 
 def key_pair() -> tuple[str, str]:

@@ -94,15 +94,6 @@ def encrypted(
             shutil.rmtree(Path(manager.ip).parent, ignore_errors=True)
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    try:
-        yield ctx
-    finally:
-        ctx.destroy(linger=0)
-
-
 def endpoint(info: dict[str, Any], channel: str) -> str:
     port = info[f"{channel}_port"]
     if info["transport"] == "ipc":

@@ -20,11 +20,10 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -43,13 +42,6 @@ from tests.kernel_helpers import (
 from threadline.protocol import Message, Session
 
 EXIT_BOUND = 15.0
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def _thread_lines(messages: list[dict[str, Any]], msg_id: str, pattern: str) -> list[re.Match[str]]:

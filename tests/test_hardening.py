@@ -69,13 +69,6 @@ def logged_kernel(tmp_path: Path) -> Iterator[tuple[KernelManager, BlockingKerne
         stop_kernel(manager, client)
 
 
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
 def _kernel_value(kc: BlockingKernelClient, expression: str) -> Any:
     """The value of ``expression`` in the kernel (it must evaluate to JSON)."""
     run = execute(kc, f"import json as _json\nprint(_json.dumps({expression}))")
