@@ -553,3 +553,112 @@ def test_heartbeat_echoes_pings(clients: Clients) -> None:
             assert ping.recv() == payload
     finally:
         heartbeat.stop()
+
+
+# -- sends and receives made by other threads ------------------------------------------------
+
+
+def _hold_io_thread(h: Harness) -> tuple[threading.Event, threading.Event]:
+    """Park the IO thread in a call until the returned ``release`` is set."""
+    held, release = threading.Event(), threading.Event()
+
+    def park() -> None:
+        held.set()
+        release.wait(DEADLINE)
+
+    h.io.outbox.call_soon(park)
+    assert held.wait(DEADLINE)
+    return held, release
+
+
+def test_a_send_with_nothing_queued_leaves_from_the_sending_thread(start_io: Callable[..., Harness]) -> None:
+    """With the IO thread parked, a message with nothing queued ahead still arrives:
+    the producing thread sent it itself (``send_now``)."""
+    h = start_io()
+    sub = h.subscribe()
+    _, release = _hold_io_thread(h)
+    try:
+        h.sender.publish("stream", {"text": "direct"})
+        [message] = receive(sub, 1, h.client_session())  # while the IO thread is still parked
+        assert message["content"]["text"] == "direct"
+    finally:
+        release.set()
+
+
+def test_a_send_behind_queued_work_waits_for_it(start_io: Callable[..., Harness]) -> None:
+    """What is queued goes first: a message put behind a queued item is sent by the
+    IO thread after that item, never directly past it, and each thread's order holds."""
+    h = start_io()
+    sub = h.subscribe()
+    _, release = _hold_io_thread(h)
+    ran: list[str] = []
+    try:
+        h.io.outbox.call_soon(lambda: ran.append("queued call"))  # queued: the outbox is not empty
+        h.sender.publish("stream", {"text": "behind"})
+        h.sender.publish("stream", {"text": "behind-2"})
+        assert not sub.poll(200), "a message overtook the queued call"  # bounded look, not a sync
+    finally:
+        release.set()
+    texts = [m["content"]["text"] for m in receive(sub, 2, h.client_session())]
+    assert texts == ["behind", "behind-2"]
+    assert ran == ["queued call"]
+
+
+def test_a_lent_socket_is_received_on_the_borrowing_thread(start_io: Callable[..., Harness]) -> None:
+    """``lend``: the borrowing thread receives and dispatches the shell socket's requests
+    while it waits on the descriptor; after ``reclaim`` the IO thread does again."""
+    threads: list[int | None] = []
+    h = start_io(dispatch=lambda h, channel, msg: threads.append(threading.get_ident()))
+    client = h.client_session()
+    shell = h.dealer("shell")
+    fd = h.io.lend("shell")
+    assert fd is not None
+    poller = zmq.Poller()
+    poller.register(fd, zmq.POLLIN)
+    for n in range(3):
+        shell.send_multipart(client.serialize(client.msg("kernel_info_request", content={"n": n})))
+    received: list[int] = []
+    deadline = time.monotonic() + DEADLINE
+    while len(received) < 3 and time.monotonic() < deadline:
+        if poller.poll(100):
+            h.io.receive_here("shell")
+        while not h.dispatched.empty():
+            received.append(h.dispatched.get_nowait()[1].content["n"])
+    assert received == [0, 1, 2]
+    assert set(threads) == {threading.get_ident()}
+    h.io.reclaim("shell")
+    shell.send_multipart(client.serialize(client.msg("kernel_info_request", content={"n": 3})))
+    _, message = h.next_dispatch()
+    assert message.content["n"] == 3
+    assert threads[-1] == h.io.ident
+
+
+def test_receiving_on_two_threads_keeps_arrival_order(start_io: Callable[..., Harness]) -> None:
+    """The IO thread and a borrowing thread both receive from the shell socket (the IO
+    thread keeps watching it here): 2,000 requests are dispatched once each, in order."""
+    count = 2000
+    order: list[int] = []
+    h = start_io(dispatch=lambda h, channel, msg: order.append(msg.content["n"]))
+    client = h.client_session()
+    shell = h.dealer("shell")
+    fd = h.io._fds["shell"]  # white box: watch it without lending, so both threads receive
+    stop = threading.Event()
+
+    def borrower() -> None:
+        poller = zmq.Poller()
+        poller.register(fd, zmq.POLLIN)
+        while not stop.is_set():
+            if poller.poll(50):
+                h.io.receive_here("shell")
+
+    thread = threading.Thread(target=borrower)
+    thread.start()
+    try:
+        for n in range(count):
+            shell.send_multipart(client.serialize(client.msg("kernel_info_request", content={"n": n})))
+        for _ in range(count):
+            h.next_dispatch()
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+    assert order == list(range(count))

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from threadline.io import Outbox, OutboxClosed
-from threadline.io import outbox as outbox_module
+from threadline.io import doorbell as doorbell_module
 from threadline.io.outbox import CALL
 from threadline.protocol import Frame
 
@@ -102,9 +102,9 @@ def outbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> A
     """An outbox of capacity 8, its doorbell rung through libc (keeping the GIL) or,
     as where libc cannot be reached, through the socket's own methods."""
     if request.param == "socket":
-        monkeypatch.setattr(outbox_module, "_LIBC_IO", None)
+        monkeypatch.setattr(doorbell_module, "_LIBC_IO", None)
     else:
-        assert outbox_module._LIBC_IO is not None
+        assert doorbell_module._LIBC_IO is not None
     box = Outbox(capacity=8)
     yield box
     box.close()

@@ -106,3 +106,37 @@ def test_many_writers_and_a_concurrent_consumer_keep_every_line_whole() -> None:
             assert match, f"broken line {line!r}"
             seen[int(match[1])].append(int(match[2]))
     assert dict(seen) == {t: list(range(n)) for t in range(4)}
+
+
+class _EmptyOutbox:
+    """An outbox with nothing queued: a line may leave at once."""
+
+    congested = False
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_the_first_line_after_a_quiet_spell_leaves_at_once_and_a_burst_waits_for_the_timer() -> None:
+    sender = RecordingSender()
+    sender.outbox = _EmptyOutbox()  # type: ignore[assignment]
+    timers: list[Any] = []
+    stream = OutStream("stdout", sender, lambda delay, function: timers.append(function))  # type: ignore[arg-type]
+    with routing.route_to(Parent({"msg_id": "cell", "msg_type": "execute_request"})):
+        stream.write("first")
+        assert sender.published == []  # a partial line waits
+        stream.write("\n")  # print() writes the newline separately
+        assert sender.published == ["first\n"]  # at once: no timer has run
+        stream.write("second\n")
+        stream.write("third\n")
+        assert sender.published == ["first\n"]  # the burst waits for the timer
+        assert len(timers) == 1
+        timers.pop()()  # the timer: the burst as one message, and one more look
+        assert sender.published == ["first\n", "second\nthird\n"]
+        stream.write("fourth\n")
+        assert sender.published == ["first\n", "second\nthird\n"]  # not quiet yet
+        timers.pop()()
+        timers.pop()()  # finds nothing: quiet
+        assert timers == []
+        stream.write("fifth\n")
+        assert sender.published == ["first\n", "second\nthird\n", "fourth\n", "fifth\n"]

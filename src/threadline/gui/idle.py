@@ -6,8 +6,10 @@ The main thread runs the kernel's asyncio loop. Whenever that loop has nothing
 to do it blocks in one place: its selector's ``select(timeout)``, where
 ``timeout`` is the time to its next timer (``None``: no timer). Every way work
 reaches the main thread ends in a file descriptor registered with that
-selector -- the IO thread posts requests with ``call_soon_threadsafe``, which
-writes the loop's self-pipe; a cell's ``add_reader`` or subprocess pipe is
+selector -- the shell socket's own descriptor, which the main thread watches
+while it waits (kernel/shell_channel.py), the shell channel's doorbell, which
+other threads ring when they post to it, the loop's self-pipe for
+``call_soon_threadsafe``; a cell's ``add_reader`` or subprocess pipe is
 registered there too.
 
 On Linux the selector is an epoll set and on macOS a kqueue, and both are file

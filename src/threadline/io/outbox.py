@@ -22,7 +22,10 @@ last free slot cannot overfill the queue.
 
 On the IO thread itself ``put`` does not queue at all: it calls the IO thread's
 direct-send function, which first sends whatever is already queued, so "what
-happened before" is always sent before.
+happened before" is always sent before. On any other thread, ``put`` first
+offers the message to the IO thread's ``send_now``, which sends it from the
+calling thread when nothing is queued ahead of it (see ``io/iothread.py``);
+only what it declines is queued.
 
 The queue is bounded twice: in messages (``capacity``) and in bytes
 (``max_bytes``: each item's size is computed once, by its producer, and
@@ -34,25 +37,19 @@ Memory therefore stays bounded under any flood, and nothing is dropped.
 ``congested`` tells producers that may defer work (the stream flush timer) to
 do so: the queue is full, or the IO thread is waiting for a full socket.
 
-The doorbell is rung and drained without giving up the GIL (libc's ``write``
-and ``read`` through ``ctypes.PyDLL``, on non-blocking descriptors, falling
-back to the socket methods). A Python socket call hands the GIL away, and
-while a cell is CPU-bound, getting it back takes a whole switch interval
-(5 ms): a thread that printed one line and rang lost the GIL mid-``print``,
-and the IO thread, competing with it for the GIL, sent the line 5 ms later
-one time in two (thread output latency 6 or 11 ms median, run to run).
+The doorbell (``io/doorbell.py``) is rung and drained without giving up the
+GIL: a thread that printed one line and rang must not lose the GIL to the IO
+thread mid-``print``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import socket
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from threadline.io.doorbell import Doorbell
 from threadline.protocol import Frame
 
 #: A queued item: (channel, frames) to send, or (CALL, function) to run.
@@ -74,23 +71,6 @@ def _size(item: Item) -> int:
     for frame in payload:
         total += frame.nbytes if isinstance(frame, memoryview) else len(frame)
     return total
-
-
-def _load_libc_io() -> tuple[Callable[..., int], Callable[..., int]] | None:
-    """libc's ``write`` and ``read``, called with the GIL held; None where unavailable."""
-    try:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        write, read = libc.write, libc.read
-    except (OSError, AttributeError):
-        return None
-    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    write.restype = ctypes.c_ssize_t
-    read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-    read.restype = ctypes.c_ssize_t
-    return write, read
-
-
-_LIBC_IO = _load_libc_io()
 
 
 class OutboxClosed(RuntimeError):
@@ -124,17 +104,11 @@ class Outbox:
         self._ring_pending = False
         self._room = threading.Event()
         self._room.set()
-        # The doorbell. Tiny buffers: if the send buffer is full, a wake-up is
-        # already pending and the byte is not needed.
-        self._bell_recv, self._bell_send = socket.socketpair()
-        for end in (self._bell_recv, self._bell_send):
-            end.setblocking(False)
-        self._bell_send.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
-        self._bell_recv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-        self._bell_buffer = ctypes.create_string_buffer(4096)
-        # Set by the IO thread when it starts: its thread id and its direct send.
+        self._bell = Doorbell()
+        # Set by the IO thread when it starts: its thread id and its direct sends.
         self._io_ident: int | None = None
         self._send_direct: Callable[[str, list[Frame]], None] | None = None
+        self._send_now: Callable[[str, list[Frame]], bool] | None = None
 
     # -- any thread -------------------------------------------------------------
 
@@ -148,7 +122,14 @@ class Outbox:
         if threading.get_ident() == self._io_ident and self._send_direct is not None:
             self._send_direct(channel, frames)
             return
+        send_now = self._send_now
+        if send_now is not None and not self._queue and not self._closed and send_now(channel, frames):
+            return
         self._append((channel, frames))
+
+    def wake(self) -> None:
+        """Wake the IO thread (a thread that sent directly found input waiting)."""
+        self._bell.ring()
 
     def call_soon(self, function: Callable[[], object]) -> None:
         """Run ``function`` on the IO thread, after everything queued before it.
@@ -160,7 +141,7 @@ class Outbox:
 
     def fileno(self) -> int:
         """The doorbell's readable end, for the IO thread's poller."""
-        return self._bell_recv.fileno()
+        return self._bell.fileno()
 
     @property
     def closed(self) -> bool:
@@ -200,33 +181,7 @@ class Outbox:
             self.wait_for_room()
         if not self._ring_pending:
             self._ring_pending = True
-            self._ring()
-
-    def _ring(self) -> None:
-        """One byte on the doorbell, keeping the GIL (see the module's docstring)."""
-        if _LIBC_IO is None:
-            try:
-                self._bell_send.send(b"\x00")
-            except (BlockingIOError, InterruptedError):
-                pass  # the buffer is full: a wake-up is already on its way
-            except OSError:
-                if not self._closed:
-                    raise
-            return
-        # The GIL is held from here to the end of the write, so the socket cannot
-        # be closed (and its descriptor reused) in between.
-        fd = self._bell_send.fileno()
-        if fd < 0:
-            return  # released at shutdown
-        while _LIBC_IO[0](fd, b"\x00", 1) < 0:
-            error = ctypes.get_errno()
-            if error == errno.EINTR:
-                continue
-            if error in (errno.EAGAIN, errno.EWOULDBLOCK):
-                return  # the buffer is full: a wake-up is already on its way
-            if not self._closed:
-                raise OSError(error, "cannot ring the outbox's doorbell")
-            return
+            self._bell.ring()
 
     def wait_for_room(self) -> None:
         """Block until the IO thread has drained some of the queue. Holds no lock,
@@ -241,10 +196,16 @@ class Outbox:
 
     # -- IO thread only -----------------------------------------------------------
 
-    def bind_io_thread(self, send_direct: Callable[[str, list[Frame]], None]) -> None:
-        """Called once, on the IO thread, before it polls."""
+    def bind_io_thread(
+        self,
+        send_direct: Callable[[str, list[Frame]], None],
+        send_now: Callable[[str, list[Frame]], bool] | None = None,
+    ) -> None:
+        """Called once, on the IO thread, before it polls: its direct send (for puts on
+        the IO thread) and ``send_now`` (offered every put from another thread first)."""
         self._io_ident = threading.get_ident()
         self._send_direct = send_direct
+        self._send_now = send_now
 
     def _require_io_thread(self) -> None:
         if threading.get_ident() != self._io_ident:
@@ -253,7 +214,7 @@ class Outbox:
     def take_batch(self) -> list[Item]:
         """Everything queued now, in order; clears the doorbell first."""
         self._require_io_thread()
-        self._drain_bell()
+        self._bell.drain()
         self._ring_pending = False
         queue = self._queue
         batch = [queue.popleft() for _ in range(len(queue))]
@@ -262,18 +223,6 @@ class Outbox:
             with self._lock:
                 self._bytes -= sum([sizes.popleft() for _ in range(len(batch))])
         return batch
-
-    def _drain_bell(self) -> None:
-        if _LIBC_IO is None:
-            try:
-                while self._bell_recv.recv(4096):
-                    pass
-            except (BlockingIOError, InterruptedError):
-                pass
-            return
-        read, fd, buffer = _LIBC_IO[1], self._bell_recv.fileno(), self._bell_buffer
-        while read(fd, buffer, 4096) > 0:
-            pass  # until EAGAIN (or EINTR: a ring after that wakes the poll again)
 
     def push_back(self, items: list[Item]) -> None:
         """Return unsent items to the head of the queue, keeping their order."""
@@ -331,5 +280,5 @@ class Outbox:
         # be refused like any other, not "send directly" on closed sockets.
         self._io_ident = None
         self._send_direct = None
-        self._bell_recv.close()
-        self._bell_send.close()
+        self._send_now = None
+        self._bell.close()

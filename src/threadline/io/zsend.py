@@ -47,7 +47,16 @@ thread that blocks asynchronous signals, as the IO thread does
 (``IOThread._main``); elsewhere frames go one by one, and an interrupted
 frame is retried alone.
 
-Like the sockets it sends on, a ``FrameSender`` belongs to the IO thread.
+Sending from other threads
+--------------------------
+A thread other than the IO thread may send a message itself when nothing is
+queued ahead of it (``IOThread.send_now``, under the socket's lock). Such a
+thread does not block signals, so ``send_atomically`` blocks them itself for
+the one call -- two ``pthread_sigmask`` calls through libc with prebuilt
+masks, a microsecond -- and takes only messages that fit the one-call path
+whole: nothing can interrupt it between frames, not even a Python signal
+handler (no bytecode runs inside the call). Anything else is refused, and
+the caller queues the message for the IO thread.
 """
 
 from __future__ import annotations
@@ -131,6 +140,51 @@ def _load_zmq_sendiov() -> Callable[..., int] | None:
 
 
 _C_SENDIOV = _load_zmq_sendiov()
+
+
+class _SignalMask:
+    """Block every asynchronous signal on the calling thread, and restore its mask, via libc.
+
+    ``signal.pthread_sigmask`` builds a Python set of enum members for the
+    old mask on every call (tens of microseconds); this passes prebuilt
+    ``sigset_t`` buffers instead.
+    """
+
+    def __init__(self) -> None:
+        libc = ctypes.PyDLL(None, use_errno=True)
+        self._sigmask = libc.pthread_sigmask
+        self._sigmask.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        self._sigmask.restype = ctypes.c_int
+        self._block = ctypes.create_string_buffer(_SIGSET_BYTES)
+        if libc.sigemptyset(self._block) != 0:
+            raise OSError("sigemptyset failed")
+        for number in ASYNC_SIGNALS:
+            if libc.sigaddset(self._block, int(number)) != 0:
+                raise OSError(f"sigaddset({number}) failed")
+
+    def block(self) -> ctypes.Array[ctypes.c_char]:
+        """Block; returns the previous mask (pass it to ``restore``)."""
+        previous = ctypes.create_string_buffer(_SIGSET_BYTES)
+        if self._sigmask(signal.SIG_BLOCK, self._block, previous) != 0:
+            raise OSError(ctypes.get_errno(), "pthread_sigmask failed")
+        return previous
+
+    def restore(self, previous: ctypes.Array[ctypes.c_char]) -> None:
+        self._sigmask(signal.SIG_SETMASK, previous, None)
+
+
+#: Larger than any platform's ``sigset_t`` (glibc's is 128 bytes, macOS's 4).
+_SIGSET_BYTES = 256
+
+
+def _load_signal_mask() -> _SignalMask | None:
+    try:
+        return _SignalMask()
+    except (OSError, AttributeError):
+        return None
+
+
+_SIGNAL_MASK = _load_signal_mask() if _C_SENDIOV is not None else None
 #: struct iovec { void *iov_base; size_t iov_len; }, native layout, n of them.
 _PACK_IOVECS = [struct.Struct("PN" * n).pack for n in range(_MAX_IOV_FRAMES + 1)]
 
@@ -210,6 +264,36 @@ class FrameSender:
                     self._sock.send(frame, flags, copy=True)
             except zmq.ZMQError as exc:
                 raise SendError(exc.errno or errno.EIO) from None
+
+    def send_atomically(self, frames: list[Frame]) -> bool:
+        """From a thread that does not block signals: the whole message in one C call.
+
+        Returns False, having sent nothing, when the message cannot go that way
+        (a large or non-``bytes`` frame, too many frames, no ``zmq_sendiov`` or
+        libc signal masks here). Raises ``SendError`` when ZeroMQ refuses it
+        (as a whole: see the module's docstring).
+        """
+        sendiov, mask = _C_SENDIOV, _SIGNAL_MASK
+        count = len(frames)
+        if sendiov is None or mask is None or count > _MAX_IOV_FRAMES:
+            return False
+        offset = _DATA_OFFSET or 0  # set whenever sendiov is
+        fields: list[int] = []
+        for frame in frames:
+            if type(frame) is not bytes or len(frame) >= ZERO_COPY_MIN:
+                return False
+            fields.append(id(frame) + offset)
+            fields.append(len(frame))
+        iovecs = _PACK_IOVECS[count](*fields)
+        previous = mask.block()
+        try:
+            failed = sendiov(self._handle, iovecs, count, _MORE) < 0
+            error = self._c[1]() if failed and self._c is not None else errno.EIO
+        finally:
+            mask.restore(previous)
+        if failed:
+            raise SendError(error)
+        return True
 
     def _send_c(self, data: bytes, flags: int) -> None:
         """After a failed send: raise for the error, or retry after EINTR."""

@@ -147,6 +147,7 @@ class Kernel:
         self.interrupts = InterruptDelivery(self.io)
         self.interrupts.wake_main = self._wake_main_loop
         self.channel.interrupt_delivery = self.interrupts
+        self.channel.input_lender = _ShellLender(self)
         self.comm_worker = ShellThread(self._make_channel(None), name="threadline-comms")
         self.subshells = SubshellManager(self._make_channel)
         self.boot.mark("shell_built")
@@ -402,7 +403,8 @@ class Kernel:
     # -- the IO thread's side ----------------------------------------------------------
 
     def _dispatch(self, channel: str, message: Message) -> None:
-        """IO thread: route one decoded message. Must not block."""
+        """Route one decoded message, on the thread that received it: the IO thread, or
+        for shell messages the main thread while it waits (``_ShellLender``). Must not block."""
         if channel == "control" or message.msg_type == "shutdown_request":
             self._control(channel, message)
         elif channel == "shell":
@@ -548,3 +550,24 @@ class Kernel:
         self.children.sync()
         self.stdout.flush_parent(parent)
         self.stderr.flush_parent(parent)
+
+
+class _ShellLender:
+    """Lends the main thread the shell socket while it waits for requests (see
+    ``IOThread.lend`` and kernel/shell_channel.py): a request then wakes one thread."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+
+    def lend(self) -> int | None:
+        kernel = self._kernel
+        # Until iopub's first subscriber, shell requests are held (on the IO thread).
+        if kernel._held_shell is not None or kernel._shutdown_requested.is_set():
+            return None
+        return kernel.io.lend("shell")
+
+    def receive(self) -> None:
+        self._kernel.io.receive_here("shell")
+
+    def reclaim(self) -> None:
+        self._kernel.io.reclaim("shell")

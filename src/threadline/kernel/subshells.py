@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from threadline.kernel.shell_channel import STOP, ShellChannel, close_loop
+from threadline.kernel.shell_channel import STOP, ShellChannel
 
 log = logging.getLogger("threadline.kernel")
 
@@ -57,7 +57,7 @@ class ShellThread:
             for task in asyncio.all_tasks(self._loop):
                 task.cancel()
             self._loop.run_until_complete(asyncio.sleep(0))
-            close_loop(self._loop)
+            self.channel.close_loop()
 
     def interrupt(self) -> None:
         """Interrupt this thread's running cell, if any."""

@@ -178,8 +178,10 @@ class Session:
             if not self.signer.verify(signature, parts):
                 raise RemoteProtocolError("signature", "signature does not match")
             # Only a verified signature enters the window: forged ones must not
-            # be able to evict real ones.
-            self._replays.remember(signature)
+            # be able to evict real ones. (Checked again as it enters: two
+            # threads may be decoding the same replayed message.)
+            if not self._replays.remember(signature):
+                raise RemoteProtocolError("replay", "signature was already used")
         header, parent, metadata, content = (
             _parse(part, name) for part, name in zip(parts, _PART_NAMES, strict=True)
         )

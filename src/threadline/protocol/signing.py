@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections import deque
 from collections.abc import Sequence
 
@@ -102,8 +103,10 @@ class ReplayGuard:
         if capacity < 1:
             raise LocalProtocolError("replay window must hold at least one signature")
         self._capacity = capacity
-        self._seen: set[int] = set()
+        # Each remembered key, with the number of the ``remember`` call that added it.
+        self._seen: dict[int, int] = {}
         self._order: deque[int] = deque()
+        self._calls = itertools.count()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -111,11 +114,17 @@ class ReplayGuard:
     def seen(self, signature: bytes) -> bool:
         return hash(signature) in self._seen
 
-    def remember(self, signature: bytes) -> None:
+    def remember(self, signature: bytes) -> bool:
+        """Remember ``signature``; False if it was already remembered (a replay)."""
         key = hash(signature)
-        if key in self._seen:
-            return
-        self._seen.add(key)
+        # Messages are decoded on more than one thread (the IO thread, and the
+        # main thread for the shell requests it receives itself): ``setdefault``
+        # checks and adds in one step, so of two threads remembering the same
+        # signature exactly one succeeds.
+        call = next(self._calls)
+        if self._seen.setdefault(key, call) != call:
+            return False
         self._order.append(key)
         if len(self._order) > self._capacity:
-            self._seen.discard(self._order.popleft())
+            self._seen.pop(self._order.popleft(), None)
+        return True

@@ -113,6 +113,26 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         transformed: str = super().transform_cell("".join(lines[blank:]))
         return "\n" * blank + transformed
 
+    def should_run_async(
+        self, raw_cell: str, *, transformed_cell: str | None = None, preprocessing_exc_tuple: Any = None
+    ) -> bool:
+        """IPython's answer, without compiling a cell that cannot need a coroutine runner.
+
+        IPython decides by compiling the whole cell (allowing top-level await)
+        and looking for ``CO_COROUTINE`` -- and asks twice per cell, once here
+        in the kernel and once inside ``run_cell``. Top-level code is a
+        coroutine only through ``await``, ``async for``, ``async with`` or an
+        async comprehension, all of which spell ``await`` or ``async``: a cell
+        with neither word anywhere gets IPython's answer, False, for free.
+        """
+        cell = transformed_cell
+        if cell is not None and "await" not in cell and "async" not in cell:
+            return False
+        answer: bool = super().should_run_async(
+            raw_cell, transformed_cell=transformed_cell, preprocessing_exc_tuple=preprocessing_exc_tuple
+        )
+        return answer
+
     # No terminal: run shell commands through pipes so their output is captured.
     system = InteractiveShell.system_piped
 

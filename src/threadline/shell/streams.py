@@ -19,9 +19,16 @@ Text leaves a buffer as one ``stream`` message per batch:
 * by the writing thread itself, when its buffer passes ``chunk_size`` (it then
   serialises and queues the message -- and waits for room when the outbox is
   full, which is what bounds memory under a flood);
+* by the writing thread itself, at once, for the first complete line after a
+  quiet spell (no text left at the stream's last timer): a thread that prints
+  now and then is seen at once, without waiting for the timer -- which, while
+  a cell keeps the GIL busy, waits for the GIL too (measured: thread output
+  latency 1.3x xeus-python's median and 3.4x its p95 before, when every line
+  waited for the IO thread);
 * by the IO thread, on a short coalesced timer (one pending timer per stream,
   armed by the first write after a quiet spell): complete lines only, plus a
-  partial line once it is *due* (see below);
+  partial line once it is *due* (see below) -- so a burst costs one message
+  per interval, however many lines it has;
 * by ``flush()`` (the calling thread's own buffer, partial line included), and
   by the kernel before replies and status changes (``flush_parent``: all of the
   calling thread's text, complete lines of other threads) and at shutdown
@@ -128,6 +135,8 @@ class OutStream(io.TextIOBase):
         self._local = threading.local()
         self._buffers: dict[int, _ThreadBuffer] = {}
         self._timer_armed = False
+        #: Whether a line went out at once since the timer last found the stream quiet.
+        self._leading_sent = False
         self._kernel_pid = os.getpid()
 
     # -- the file interface ----------------------------------------------------------
@@ -178,7 +187,11 @@ class OutStream(io.TextIOBase):
             self._switch_parent(buffer, parent)
         buffer.parts.append(text)
         buffer.written += size
-        if buffer.written - buffer.taken >= self.chunk_size:
+        if buffer.written - buffer.taken >= self.chunk_size or (
+            not self._leading_sent and text[-1] == "\n" and not self._sender.outbox
+        ):
+            # A chunk's worth, or the first line after a quiet spell.
+            self._leading_sent = True
             with buffer.lock:
                 self._emit(buffer, everything=False)
         if not self._timer_armed:
@@ -330,7 +343,7 @@ class OutStream(io.TextIOBase):
             self._schedule(self.flush_interval, self._on_timer)
             return
         now = time.monotonic()
-        pending = False
+        had_text = False
         for key, buffer in list(self._buffers.items()):
             if not buffer.parts:
                 # Dead first, then empty: a thread can append its last text
@@ -338,16 +351,19 @@ class OutStream(io.TextIOBase):
                 if not buffer.thread.is_alive() and not buffer.parts:
                     del self._buffers[key]
                 continue
+            had_text = True
             if not buffer.lock.acquire(blocking=False):
-                pending = True  # its thread is flushing it right now
-                continue
+                continue  # its thread is flushing it right now; the timer comes back
             try:
                 if buffer.parts:
                     self._settle(buffer, now)
-                    pending = pending or bool(buffer.parts)
             finally:
                 buffer.lock.release()
-        if pending and not self._timer_armed:
+        if not had_text:
+            self._leading_sent = False  # quiet: the next line may go out at once
+        elif not self._timer_armed:
+            # Once more after text, even with none left: the first timer to find
+            # the stream quiet is what lets the next line go out at once.
             self._timer_armed = True
             self._schedule(self.flush_interval, self._on_timer)
 
