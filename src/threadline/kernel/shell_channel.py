@@ -13,23 +13,11 @@ handler, flushes every thread's stream text for this request, sends the reply,
 and publishes ``idle``.
 
 An execute request that finds the channel idle (nothing queued, nothing
-running) is announced by the IO thread itself as it posts it: ``busy`` and
-``execute_input`` leave at once, from the thread that owns the sockets, while
-the serving thread wakes. They are the same messages in the same order as
-when the serving thread sends them (nothing of this channel can come between),
-but the front end gets them a thread hop sooner, and the serving thread does
-not ring the IO thread for them mid-request -- a ring the IO thread could act
-on only once it had the GIL back, i.e. after the cell (measured: both left
-with the reply, ~1 ms late, in a ``pass`` round trip).
-
-Where code runs, as in terminal IPython: the loop is *not* running while a
-plain cell (no top-level ``await``) runs, so ``asyncio.run()`` and
-``loop.run_until_complete()`` work in it as in a script. A cell with
-top-level ``await`` runs as a task on the loop (``run_until_complete``), or,
-after ``%autoawait trio``, under that library's own loop. Between requests the
-thread waits *inside* the loop (``_next_request``, the one idle wait), so
-tasks that cells started keep running while the kernel is idle, and while a
-later cell awaits.
+running) is announced by the thread that posts it, right after it wakes the
+serving thread: ``busy`` and ``execute_input`` leave while the serving thread
+wakes up. They are the same messages in the same order as when the serving
+thread sends them (nothing of this channel can come between, and the serving
+thread waits for the announcement to finish before it sends anything).
 
 The main shell receives its own requests while it waits for them: the kernel
 lends it the shell socket (``InputLender``, see ``IOThread.lend``), its loop
@@ -238,7 +226,7 @@ class ShellChannel:
             self._announce(message)
 
     def _announce(self, message: Message) -> None:
-        """IO thread, channel idle: publish the request's ``busy`` and ``execute_input`` now.
+        """Channel idle: publish the request's ``busy`` and ``execute_input`` now.
 
         Exactly what ``_handle`` and ``_execute`` would publish first (see the
         module's docstring); the execution count is read here, where nothing
