@@ -662,3 +662,22 @@ def test_receiving_on_two_threads_keeps_arrival_order(start_io: Callable[..., Ha
         stop.set()
         thread.join(DEADLINE)
     assert order == list(range(count))
+
+
+def test_an_unordered_call_does_not_hold_up_a_direct_send(start_io: Callable[..., Harness]) -> None:
+    """``call_soon(..., ordered=False)`` (the stream timer's arming) is bookkeeping: a
+    message put after it may leave at once; an ordered call would hold it back."""
+    h = start_io()
+    sub = h.subscribe()
+    _, release = _hold_io_thread(h)
+    ran: list[str] = []
+    try:
+        h.io.outbox.call_soon(lambda: ran.append("side"), ordered=False)
+        h.sender.publish("stream", {"text": "past the side call"})
+        [message] = receive(sub, 1, h.client_session())  # while the IO thread is parked
+        assert message["content"]["text"] == "past the side call"
+        assert ran == []
+    finally:
+        release.set()
+    assert h.io.flush(DEADLINE)
+    assert ran == ["side"]

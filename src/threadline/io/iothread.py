@@ -98,7 +98,7 @@ from typing import Any
 import zmq
 
 from threadline.io.curve import make_curve_server
-from threadline.io.outbox import CALL, Item, Outbox
+from threadline.io.outbox import CALL, SIDE_CALL, Item, Outbox
 from threadline.io.zsend import ASYNC_SIGNALS, FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
 
@@ -572,7 +572,7 @@ class IOThread:
         try:
             while ready and self._stalled is None:
                 kind, payload = ready[0]
-                if kind == CALL:
+                if kind in (CALL, SIDE_CALL):
                     ready.popleft()
                     self._run_call(payload)  # type: ignore[arg-type]
                 elif self._try_send(kind, payload):  # type: ignore[arg-type]
@@ -622,7 +622,7 @@ class IOThread:
         with self._order_lock:
             # Items leave ``_ready`` only once sent: if both are empty, everything
             # queued before this message is already on its way.
-            if self._ready or self._stalled is not None or self.outbox or self._closed:
+            if self._ready or self._stalled is not None or self.outbox.ahead or self._closed:
                 return False
         lock = self._locks.get(channel)
         if lock is None or not lock.acquire(blocking=False):

@@ -54,6 +54,8 @@ from threadline.protocol import Frame
 
 #: A queued item: (channel, frames) to send, or (CALL, function) to run.
 CALL: Final = "call"
+#: A call that later messages need not wait for (``call_soon(..., ordered=False)``).
+SIDE_CALL: Final = "side-call"
 Item = tuple[str, "list[Frame] | Callable[[], object]"]
 
 DEFAULT_CAPACITY = 4096
@@ -93,6 +95,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._low_water = capacity // 2
         self._bytes = 0  # bytes queued; changed only under the lock
+        self._ahead = 0  # queued messages and ordered calls; changed only under the lock
         # The size of each queued item, in queue order: computed once, by the
         # producer, and appended with the item under the lock.
         self._sizes: deque[int] = deque()
@@ -123,7 +126,7 @@ class Outbox:
             self._send_direct(channel, frames)
             return
         send_now = self._send_now
-        if send_now is not None and not self._queue and not self._closed and send_now(channel, frames):
+        if send_now is not None and not self._ahead and not self._closed and send_now(channel, frames):
             return
         self._append((channel, frames))
 
@@ -131,13 +134,18 @@ class Outbox:
         """Wake the IO thread (a thread that sent directly found input waiting)."""
         self._bell.ring()
 
-    def call_soon(self, function: Callable[[], object]) -> None:
+    def call_soon(self, function: Callable[[], object], *, ordered: bool = True) -> None:
         """Run ``function`` on the IO thread, after everything queued before it.
 
         Never waits for room: calls are few and small, and the IO thread's own
         bookkeeping (timers, flushes, close) must not deadlock behind a flood.
+
+        ``ordered``: messages put after this call are sent after it ran (they
+        are queued behind it, not sent directly). Pass False for bookkeeping
+        that sends nothing a caller's later message must follow -- arming the
+        stream flush timer -- so that it does not hold up direct sends.
         """
-        self._append((CALL, function), wait_for_room=False)
+        self._append((CALL if ordered else SIDE_CALL, function), wait_for_room=False)
 
     def fileno(self) -> int:
         """The doorbell's readable end, for the IO thread's poller."""
@@ -149,6 +157,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    @property
+    def ahead(self) -> int:
+        """Queued items a new message must not overtake (all but ``ordered=False`` calls)."""
+        return self._ahead
 
     @property
     def queued_bytes(self) -> int:
@@ -173,6 +186,7 @@ class Outbox:
                     self._queue.append(item)
                     self._sizes.append(size)
                     self._bytes += size
+                    self._ahead += item[0] != SIDE_CALL
                     break
                 self._room.clear()
                 # Cleared first, then checked: a drain in between is not missed.
@@ -220,8 +234,10 @@ class Outbox:
         batch = [queue.popleft() for _ in range(len(queue))]
         if batch:
             sizes = self._sizes
+            ahead = sum([kind != SIDE_CALL for kind, _ in batch])
             with self._lock:
                 self._bytes -= sum([sizes.popleft() for _ in range(len(batch))])
+                self._ahead -= ahead
         return batch
 
     def push_back(self, items: list[Item]) -> None:
@@ -232,6 +248,7 @@ class Outbox:
             sizes = [_size(item) for item in items]
             self._sizes.extendleft(reversed(sizes))
             self._bytes += sum(sizes)
+            self._ahead += sum([kind != SIDE_CALL for kind, _ in items])
 
     def append_from_io_thread(self, item: Item) -> None:
         """Queue behind what is waiting (when a socket cannot take more yet)."""
@@ -241,6 +258,7 @@ class Outbox:
             self._queue.append(item)
             self._sizes.append(size)
             self._bytes += size
+            self._ahead += item[0] != SIDE_CALL
 
     def signal_room(self) -> None:
         """Wake producers waiting for room, once the queue is below low water."""

@@ -536,7 +536,9 @@ class Kernel:
                 self.io.call_later(remaining, function)
 
         with contextlib.suppress(OutboxClosed):  # shutting down: nothing left to flush to
-            self.io.outbox.call_soon(arm)
+            # Not ordered: a line the writer sends itself right after (the first
+            # line after a quiet spell, see shell/streams.py) need not wait for it.
+            self.io.outbox.call_soon(arm, ordered=False)
 
     # -- streams -------------------------------------------------------------------------
 

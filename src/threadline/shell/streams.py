@@ -188,7 +188,7 @@ class OutStream(io.TextIOBase):
         buffer.parts.append(text)
         buffer.written += size
         if buffer.written - buffer.taken >= self.chunk_size or (
-            not self._leading_sent and text[-1] == "\n" and not self._sender.outbox
+            not self._leading_sent and text[-1] == "\n" and not self._sender.outbox.ahead
         ):
             # A chunk's worth, or the first line after a quiet spell.
             self._leading_sent = True
