@@ -117,25 +117,52 @@ class _EmptyOutbox:
 
 
 def test_the_first_line_after_a_quiet_spell_leaves_at_once_and_a_burst_waits_for_the_timer() -> None:
+    """From a thread other than the main thread (whose lines keep waiting for the timer
+    or the request's end); what child processes wrote before goes first."""
+    sender = RecordingSender()
+    sender.outbox = _EmptyOutbox()  # type: ignore[assignment]
+    timers: list[Any] = []
+    stream = OutStream("stdout", sender, lambda delay, function: timers.append(function))  # type: ignore[arg-type]
+    stream.before_direct = lambda: sender.publish("stream", {"text": "child\n"})
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with routing.route_to(Parent({"msg_id": "cell", "msg_type": "execute_request"})):
+                stream.write("first")
+                assert sender.published == []  # a partial line waits
+                stream.write("\n")  # print() writes the newline separately
+                assert sender.published == ["child\n", "first\n"]  # at once: no timer has run
+                stream.write("second\n")
+                stream.write("third\n")
+                assert sender.published == ["child\n", "first\n"]  # the burst waits for the timer
+                assert len(timers) == 1
+                timers.pop()()  # the timer: the burst as one message, and one more look
+                assert sender.published[2:] == ["second\nthird\n"]
+                stream.write("fourth\n")
+                assert sender.published[2:] == ["second\nthird\n"]  # not quiet yet
+                timers.pop()()
+                timers.pop()()  # finds nothing: quiet
+                assert timers == []
+                stream.write("fifth\n")
+                assert sender.published[2:] == ["second\nthird\n", "fourth\n", "child\n", "fifth\n"]
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(DEADLINE)
+    if failures:
+        raise failures[0]
+
+
+def test_the_main_threads_lines_wait_for_the_timer() -> None:
     sender = RecordingSender()
     sender.outbox = _EmptyOutbox()  # type: ignore[assignment]
     timers: list[Any] = []
     stream = OutStream("stdout", sender, lambda delay, function: timers.append(function))  # type: ignore[arg-type]
     with routing.route_to(Parent({"msg_id": "cell", "msg_type": "execute_request"})):
-        stream.write("first")
-        assert sender.published == []  # a partial line waits
-        stream.write("\n")  # print() writes the newline separately
-        assert sender.published == ["first\n"]  # at once: no timer has run
-        stream.write("second\n")
-        stream.write("third\n")
-        assert sender.published == ["first\n"]  # the burst waits for the timer
-        assert len(timers) == 1
-        timers.pop()()  # the timer: the burst as one message, and one more look
-        assert sender.published == ["first\n", "second\nthird\n"]
-        stream.write("fourth\n")
-        assert sender.published == ["first\n", "second\nthird\n"]  # not quiet yet
+        stream.write("on the main thread\n")
+        assert sender.published == []
         timers.pop()()
-        timers.pop()()  # finds nothing: quiet
-        assert timers == []
-        stream.write("fifth\n")
-        assert sender.published == ["first\n", "second\nthird\n", "fourth\n", "fifth\n"]
+        assert sender.published == ["on the main thread\n"]

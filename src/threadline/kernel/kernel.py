@@ -130,6 +130,8 @@ class Kernel:
         self.stdout = OutStream("stdout", self.sender, self._schedule, fallback=sys.__stdout__)
         self.stderr = OutStream("stderr", self.sender, self._schedule, fallback=sys.__stderr__)
         self.children = ChildOutput(self.sender, (self.stdout, self.stderr), pipe_programs=capture_fd)
+        for stream in (self.stdout, self.stderr):
+            stream.before_direct = self.children.sync
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)

@@ -19,12 +19,15 @@ Text leaves a buffer as one ``stream`` message per batch:
 * by the writing thread itself, when its buffer passes ``chunk_size`` (it then
   serialises and queues the message -- and waits for room when the outbox is
   full, which is what bounds memory under a flood);
-* by the writing thread itself, at once, for the first complete line after a
-  quiet spell (no text left at the stream's last timer): a thread that prints
-  now and then is seen at once, without waiting for the timer -- which, while
-  a cell keeps the GIL busy, waits for the GIL too (measured: thread output
-  latency 1.3x xeus-python's median and 3.4x its p95 before, when every line
-  waited for the IO thread);
+* by a thread other than the main thread itself, at once, for the first
+  complete line after a quiet spell (no text left at the stream's last
+  timer): a thread that prints now and then is seen at once, without waiting
+  for the timer -- which, while a cell keeps the GIL busy, waits for the GIL
+  too (measured: thread output latency 1.3x xeus-python's median and 3.4x
+  its p95 before, when every line waited for the IO thread). What child
+  processes wrote before is sent first (``before_direct``: the kernel syncs
+  their output). The main thread's lines keep going out with the timer or
+  the request's end, batched as before;
 * by the IO thread, on a short coalesced timer (one pending timer per stream,
   armed by the first write after a quiet spell): complete lines only, plus a
   partial line once it is *due* (see below) -- so a burst costs one message
@@ -71,6 +74,7 @@ from threadline.io import OutboxClosed, Sender
 from threadline.routing import Parent, current_parent
 
 monotonic = time.monotonic
+_MAIN_THREAD = threading.main_thread()
 
 #: Schedules ``function`` on the IO thread after ``delay`` seconds; callable from any thread.
 Scheduler = Callable[[float, Callable[[], None]], None]
@@ -137,6 +141,9 @@ class OutStream(io.TextIOBase):
         self._timer_armed = False
         #: Whether a line went out at once since the timer last found the stream quiet.
         self._leading_sent = False
+        #: Called before a thread's line goes out at once (the kernel publishes what
+        #: child processes wrote before it, so that it is not overtaken).
+        self.before_direct: Callable[[], None] | None = None
         self._kernel_pid = os.getpid()
 
     # -- the file interface ----------------------------------------------------------
@@ -187,11 +194,19 @@ class OutStream(io.TextIOBase):
             self._switch_parent(buffer, parent)
         buffer.parts.append(text)
         buffer.written += size
-        if buffer.written - buffer.taken >= self.chunk_size or (
-            not self._leading_sent and text[-1] == "\n" and not self._sender.outbox.ahead
+        if buffer.written - buffer.taken >= self.chunk_size:
+            with buffer.lock:
+                self._emit(buffer, everything=False)
+        elif (
+            not self._leading_sent
+            and text[-1] == "\n"
+            and buffer.thread is not _MAIN_THREAD
+            and not self._sender.outbox.ahead
         ):
-            # A chunk's worth, or the first line after a quiet spell.
+            # The first line after a quiet spell, from a thread.
             self._leading_sent = True
+            if self.before_direct is not None:
+                self.before_direct()
             with buffer.lock:
                 self._emit(buffer, everything=False)
         if not self._timer_armed:
