@@ -28,8 +28,8 @@ dispatcher:
 
 When the kernel is built, ``hand_over`` passes the IO thread's handlers to it
 -- on the IO thread, so no message can slip between the two -- and the held
-messages are dispatched to it in their order of arrival. In DESIGN terms
-nothing changes: one IO thread owns every socket; it starts first.
+messages are dispatched to it in their order of arrival. The IO thread
+is simply started first (how threads share the sockets: ``io/iothread.py``).
 
 ``marks`` records when each phase of the start-up ended (``time.perf_counter``,
 the same clock in every process on Linux); the kernel exposes them as
