@@ -70,7 +70,10 @@ def test_the_calls_that_need_a_stopped_loop_return_their_values(kc: BlockingKern
     assert result_of(kc, "loop.is_closed()") == "False"
     # Top-level await still runs on the kernel's loop.
     assert result_of(kc, "await main()") == "42"
-    code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"
+    code = (
+        "await asyncio.sleep(0)\n"  # cell code, in the kernel (noqa: sleep-ok)
+        "asyncio.get_running_loop() is get_ipython().kernel._loop"
+    )
     assert result_of(kc, code) == "True"  # in the kernel (noqa: sleep-ok)
 
 
@@ -117,15 +120,20 @@ def test_a_tasks_lines_land_under_its_cell_while_idle_and_while_another_cell_awa
 def test_trio_runs_await_cells_and_asyncio_comes_back(kc: BlockingKernelClient) -> None:
     assert execute(kc, "%autoawait trio").content["status"] == "ok"
     # sniffio (trio's and anyio's own way to ask) says which library runs the cell.
-    code = "import trio, sniffio\nawait trio.sleep(0)\nsniffio.current_async_library()"
+    code = "import trio, sniffio\nawait trio.sleep(0)\nsniffio.current_async_library()"  # (noqa: sleep-ok)
     assert result_of(kc, code) == "'trio'"
-    assert result_of(kc, "await trio.sleep(0, )\nawait trio.to_thread.run_sync(lambda: 6 * 7)") == "42"
+    cell = "await trio.sleep(0, )\nawait trio.to_thread.run_sync(lambda: 6 * 7)"  # cell code (noqa: sleep-ok)
+    assert result_of(kc, cell) == "42"
     # A plain cell under %autoawait trio still runs asyncio.run.
     execute(kc, MAIN)
     assert result_of(kc, "asyncio.run(main())") == "42"
     assert execute(kc, "%autoawait asyncio").content["status"] == "ok"
-    assert result_of(kc, "await asyncio.sleep(0, result='asyncio again')") == "'asyncio again'"
-    code = "await asyncio.sleep(0)\nasyncio.get_running_loop() is get_ipython().kernel._loop"
+    cell = "await asyncio.sleep(0, result='asyncio again')"  # cell code, in the kernel (noqa: sleep-ok)
+    assert result_of(kc, cell) == "'asyncio again'"
+    code = (
+        "await asyncio.sleep(0)\n"  # cell code, in the kernel (noqa: sleep-ok)
+        "asyncio.get_running_loop() is get_ipython().kernel._loop"
+    )
     assert result_of(kc, code) == "True"  # in the kernel (noqa: sleep-ok)
 
 
@@ -136,7 +144,7 @@ def test_nest_asyncio_applied_by_the_user_breaks_nothing(kc: BlockingKernelClien
     assert result_of(kc, "await main()") == "42"
     # What nest_asyncio is for: a loop run inside a running loop.
     assert (
-        result_of(kc, "await asyncio.sleep(0)\nasyncio.run(main())") == "42"
+        result_of(kc, "await asyncio.sleep(0)\nasyncio.run(main())") == "42"  # cell code (noqa: sleep-ok)
     )  # in the kernel (noqa: sleep-ok)
     started = execute(
         kc,
@@ -163,7 +171,10 @@ def test_asyncio_run_in_a_subshell(kc: BlockingKernelClient) -> None:
 
 # -- interrupts ---------------------------------------------------------------------------------
 
-FOREVER = "async def forever():\n    print('go', flush=True)\n    await asyncio.sleep(3600)\n"
+FOREVER = (
+    "async def forever():\n    print('go', flush=True)\n"
+    "    await asyncio.sleep(3600)\n"  # cell code, in the kernel (noqa: sleep-ok)
+)
 
 
 def test_an_interrupt_stops_a_plain_cell_inside_asyncio_run(
@@ -195,8 +206,10 @@ def test_an_interrupt_stops_an_awaiting_cell_and_tasks_go_on(
 
 
 TRIO_CELLS = {
-    "awaiting": "print('go', flush=True)\nawait trio.sleep(3600)",  # in trio's own code: cancelled
-    "busy": "print('go', flush=True)\nawait trio.sleep(0)\nwhile True:\n    pass",  # in the cell's code
+    # in trio's own code: cancelled
+    "awaiting": "print('go', flush=True)\nawait trio.sleep(3600)",  # cell code (noqa: sleep-ok)
+    # in the cell's code
+    "busy": "print('go', flush=True)\nawait trio.sleep(0)\nwhile True:\n    pass",  # (noqa: sleep-ok)
 }
 
 
@@ -209,4 +222,4 @@ def test_an_interrupt_stops_a_trio_cell(
     for _ in range(3):
         reply = interrupt_once(manager, kc, TRIO_CELLS[kind])
         assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
-        assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"
+        assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"  # (noqa: sleep-ok)

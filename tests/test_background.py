@@ -103,7 +103,10 @@ FOREVER = (
     "while True:\n    time.sleep(0.01)  # in the kernel (noqa: sleep-ok)"
 )
 FLUSHING = "%%background\nprint('started', flush=True)\nwhile True:\n    print('x', end='', flush=True)"
-AWAITING = "%%background\nimport asyncio\nprint('started', flush=True)\nawait asyncio.sleep(3600)"
+AWAITING = (
+    "%%background\nimport asyncio\nprint('started', flush=True)\n"
+    "await asyncio.sleep(3600)"  # cell code, in the kernel (noqa: sleep-ok)
+)
 
 
 def start_and_wait(kc: BlockingKernelClient, code: str) -> str:

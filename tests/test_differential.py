@@ -441,8 +441,12 @@ CASES = [
         whole_lines=("child 0", "child 1"),
     ),
     # -- asyncio -------------------------------------------------------------------------------------------
-    case("top-level-await", "import asyncio\nawait asyncio.sleep(0)\n'awaited'"),
-    case("asyncio-run", "import asyncio\nasyncio.run(asyncio.sleep(0, 'ran'))", threadline_result="'ran'"),
+    case("top-level-await", "import asyncio\nawait asyncio.sleep(0)\n'awaited'"),  # (noqa: sleep-ok)
+    case(
+        "asyncio-run",
+        "import asyncio\nasyncio.run(asyncio.sleep(0, 'ran'))",  # cell code, in the kernel (noqa: sleep-ok)
+        threadline_result="'ran'",
+    ),
     case(
         "running-loop-in-plain-cell",
         "import asyncio\ntype(asyncio.get_running_loop()).__name__",
@@ -450,7 +454,7 @@ CASES = [
     ),
     case(
         "ensure-future-in-plain-cell",
-        "import asyncio\ntask = asyncio.ensure_future(asyncio.sleep(0, 'later'))",
+        "import asyncio\ntask = asyncio.ensure_future(asyncio.sleep(0, 'later'))",  # (noqa: sleep-ok)
         "await task",
     ),
     # -- libraries, where installed ------------------------------------------------------------------------

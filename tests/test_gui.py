@@ -317,7 +317,10 @@ def test_interrupt_and_shutdown_with_a_gui_on(display: str) -> None:
         ok(client, "%gui tk")
         ok(client, TK_WINDOW)
         wait_for_line(client, "ticks reached 50")
-        for code in ("import asyncio\nawait asyncio.sleep(60)", "import time\ntime.sleep(60)"):
+        for code in (
+            "import asyncio\nawait asyncio.sleep(60)",  # cell code, in the kernel (noqa: sleep-ok)
+            "import time\ntime.sleep(60)",  # cell code, in the kernel (noqa: sleep-ok)
+        ):
             msg_id = client.execute(code)
             wait_for_iopub(
                 client,

@@ -130,10 +130,6 @@ class Outbox:
             return
         self._append((channel, frames))
 
-    def wake(self) -> None:
-        """Wake the IO thread (a thread that sent directly found input waiting)."""
-        self._bell.ring()
-
     def call_soon(self, function: Callable[[], object], *, ordered: bool = True) -> None:
         """Run ``function`` on the IO thread, after everything queued before it.
 

@@ -202,6 +202,22 @@ class SendError(Exception):
         self.errno = error
 
 
+def _pack_iovecs(frames: list[Frame]) -> bytes | None:
+    """``frames`` as the ``struct iovec`` array ``zmq_sendiov`` takes, or None when they
+    cannot go in one call (too many, or one is not ``bytes`` or is sent zero-copy).
+    Only where the one-call path exists (``_DATA_OFFSET`` known)."""
+    if len(frames) > _MAX_IOV_FRAMES:
+        return None
+    offset = _DATA_OFFSET or 0
+    fields: list[int] = []
+    for frame in frames:
+        if type(frame) is not bytes or len(frame) >= ZERO_COPY_MIN:
+            return None
+        fields.append(id(frame) + offset)
+        fields.append(len(frame))
+    return _PACK_IOVECS[len(frames)](*fields)
+
+
 class FrameSender:
     """Sends whole multipart messages on one socket, non-blocking."""
 
@@ -228,17 +244,11 @@ class FrameSender:
         frame, so a refusal never leaves half a message behind.
         """
         sendiov = self._sendiov
-        if sendiov is not None and len(frames) <= _MAX_IOV_FRAMES:
-            offset = _DATA_OFFSET or 0  # set whenever sendiov is
-            fields: list[int] = []
-            for frame in frames:
-                if type(frame) is not bytes or len(frame) >= ZERO_COPY_MIN:
-                    break  # a user's buffer or a large frame: frame by frame, below
-                fields.append(id(frame) + offset)
-                fields.append(len(frame))
-            else:
+        if sendiov is not None:
+            iovecs = _pack_iovecs(frames)  # None: a user's buffer or a large frame
+            if iovecs is not None:
                 # ``frames`` keeps every frame alive for the duration of the call.
-                if sendiov(self._handle, _PACK_IOVECS[len(frames)](*fields), len(frames), _MORE) < 0:
+                if sendiov(self._handle, iovecs, len(frames), _MORE) < 0:
                     assert self._c is not None
                     raise SendError(self._c[1]())
                 return
@@ -274,20 +284,14 @@ class FrameSender:
         (as a whole: see the module's docstring).
         """
         sendiov, mask = _C_SENDIOV, _SIGNAL_MASK
-        count = len(frames)
-        if sendiov is None or mask is None or count > _MAX_IOV_FRAMES:
+        if sendiov is None or mask is None:
             return False
-        offset = _DATA_OFFSET or 0  # set whenever sendiov is
-        fields: list[int] = []
-        for frame in frames:
-            if type(frame) is not bytes or len(frame) >= ZERO_COPY_MIN:
-                return False
-            fields.append(id(frame) + offset)
-            fields.append(len(frame))
-        iovecs = _PACK_IOVECS[count](*fields)
+        iovecs = _pack_iovecs(frames)
+        if iovecs is None:
+            return False
         previous = mask.block()
         try:
-            failed = sendiov(self._handle, iovecs, count, _MORE) < 0
+            failed = sendiov(self._handle, iovecs, len(frames), _MORE) < 0
             error = self._c[1]() if failed and self._c is not None else errno.EIO
         finally:
             mask.restore(previous)
