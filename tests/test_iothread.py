@@ -611,6 +611,9 @@ def test_a_lent_socket_is_received_on_the_borrowing_thread(start_io: Callable[..
     h = start_io(dispatch=lambda h, channel, msg: threads.append(threading.get_ident()))
     client = h.client_session()
     shell = h.dealer("shell")
+    # The IO thread drains every socket once as its loop starts; after a call it ran,
+    # that first pass is over (a lent socket is otherwise the borrower's alone).
+    assert h.io.flush(DEADLINE)
     fd = h.io.lend("shell")
     assert fd is not None
     poller = zmq.Poller()
