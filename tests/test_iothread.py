@@ -611,9 +611,13 @@ def test_a_lent_socket_is_received_on_the_borrowing_thread(start_io: Callable[..
     h = start_io(dispatch=lambda h, channel, msg: threads.append(threading.get_ident()))
     client = h.client_session()
     shell = h.dealer("shell")
-    # The IO thread drains every socket once as its loop starts; after a call it ran,
-    # that first pass is over (a lent socket is otherwise the borrower's alone).
+    # Before lending: one request through the IO thread, so the connection's own
+    # wake-ups (the pipe being attached) are over, then a pass of its loop to be sure
+    # it is asleep again; a lent socket is then the borrower's alone.
+    shell.send_multipart(client.serialize(client.msg("kernel_info_request", content={"n": -1})))
+    assert h.next_dispatch()[1].content["n"] == -1
     assert h.io.flush(DEADLINE)
+    threads.clear()
     fd = h.io.lend("shell")
     assert fd is not None
     poller = zmq.Poller()
