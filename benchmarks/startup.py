@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from benchmarks.scenarios import Sizes
 
 #: Kernel start-up marks, in the order the kernel records them.
-THREADLINE_MARKS = ("main", "sockets_bound", "imports_done", "shell_built", "serving")
+THREADLINE_MARKS = ("main", "listening", "sockets_bound", "imports_done", "shell_built", "serving")
 
 MARKS_CODE = "import json; print('MARKS', json.dumps(getattr(get_ipython().kernel, 'startup_marks', {})))"
 

@@ -137,9 +137,11 @@ def test_held_requests_reach_the_kernel_in_order(booted: tuple[Boot, Client]) ->
     assert (channel, message.msg_id) == ("shell", later)
 
 
-def test_a_real_kernel_binds_before_it_imports_ipython(kc: BlockingKernelClient) -> None:
+def test_a_real_kernel_listens_first_and_binds_before_it_imports_ipython(kc: BlockingKernelClient) -> None:
+    """Started by a kernel manager (a connection file with its ports): the launcher
+    listens on them before anything else (io/listening.py), then binds, then imports."""
     run = execute(kc, "import json; print(json.dumps(get_ipython().kernel.startup_marks))")
     marks = json.loads(run.stdout)
-    order = ["main", "sockets_bound", "imports_done", "shell_built", "serving"]
+    order = ["main", "listening", "sockets_bound", "imports_done", "shell_built", "serving"]
     assert list(marks) == order
     assert [marks[name] for name in order] == sorted(marks[name] for name in order)

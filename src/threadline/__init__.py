@@ -9,9 +9,14 @@ to the cell that started it. The public routing API lives here::
     with threadline.route_to(threadline.RUNNING): ...  # whatever cell runs now
 """
 
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+# Not ``typing.TYPE_CHECKING``: importing typing costs milliseconds before the
+# kernel listens (threadline.io.listening); mypy treats this name the same way.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from threadline.routing import RUNNING, Parent, bind, current_parent, route_to
 
 __version__ = "0.1.0"

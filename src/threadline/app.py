@@ -118,6 +118,12 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
     ``threadline.compat`` once IPython is imported.
     """
     entered = time.perf_counter()
+    # First of all, before pyzmq is even imported: the client's connections
+    # are accepted from here on (io/listening.py says why this matters).
+    from threadline.io.listening import listen_early
+
+    listeners = listen_early(args.connection_file)
+    listening = time.perf_counter()
     from pathlib import Path
 
     from threadline.kernel.boot import Boot, KernelConfigError
@@ -163,11 +169,20 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
         path = Path(jupyter_runtime_dir(), f"kernel-threadline-{os.getpid()}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        boot = Boot(connection, allow_empty_key=args.allow_empty_key, max_message_size=args.max_message_size)
+        boot = Boot(
+            connection,
+            allow_empty_key=args.allow_empty_key,
+            max_message_size=args.max_message_size,
+            listeners=listeners,
+        )
     except KernelConfigError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
     boot.mark("main", entered)
+    if listeners:
+        boot.mark("listening", listening)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(BOOT_SWITCH_INTERVAL)
     boot.start()  # from here on, the IO thread answers kernel_info and holds the rest
 
     # IPython: the slow part of the start-up
@@ -204,9 +219,15 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
     if not args.connection_file:
         write_connection_file(path, bound.to_json())
         print(f"threadline: connect with --existing {path}", file=kernel.log_stream)
+    sys.setswitchinterval(switch_interval)
     config.run_startup(kernel.shell)
     return kernel.run()
 
+
+#: While the main thread imports IPython, the GIL goes to the IO thread within
+#: this many seconds of its asking (Python's default: 5 ms), so that answering
+#: the client's first kernel_info does not wait 5 ms at every hand-back.
+BOOT_SWITCH_INTERVAL = 0.0002
 
 #: ipykernel's port options (used when no connection file is given): option -> channel.
 CHANNEL_OPTIONS = ("shell", "iopub", "stdin", "control", "hb")

@@ -16,22 +16,20 @@ import threading
 import zmq
 
 from threadline.io.curve import make_curve_server
+from threadline.io.iothread import bind_socket
 from threadline.protocol import ConnectionInfo
 
 
 class Heartbeat:
     """Echoes heartbeat pings until stopped."""
 
-    def __init__(self, connection: ConnectionInfo) -> None:
+    def __init__(self, connection: ConnectionInfo, *, listener: int | None = None) -> None:
+        """``listener``: a listening descriptor on the hb port to bind with (``io/listening.py``)."""
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.linger = 0
         make_curve_server(self._socket, connection)  # before bind
-        if connection.hb_port == 0 and connection.transport == "tcp":
-            self.port = self._socket.bind_to_random_port(f"tcp://{connection.ip}")
-        else:
-            self._socket.bind(connection.url("hb"))
-            self.port = connection.hb_port
+        self.port = bind_socket(self._socket, connection, "hb", listener)
         self._thread = threading.Thread(target=self._echo, name="threadline-heartbeat", daemon=True)
 
     def start(self) -> None:

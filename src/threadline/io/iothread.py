@@ -70,7 +70,9 @@ sees each one on its wake-up fd (``add_reader``) and makes sure it lands.
 
 With a Curve key pair in the connection file every socket is a CurveZMQ
 server before it binds (``io/curve.py``); libzmq encrypts below everything
-here, so nothing else in this loop knows or cares.
+here, so nothing else in this loop knows or cares. A channel the launcher
+already listens on (``io/listening.py``) binds by taking that listening
+descriptor (``ZMQ_USE_FD``), with the connections already queued on it.
 
 Incoming messages that fail to decode are counted by reason, logged at a
 limited rate, and dropped; the loop goes on. An exception that escapes the loop
@@ -98,6 +100,7 @@ from typing import Any
 import zmq
 
 from threadline.io.curve import make_curve_server
+from threadline.io.listening import close_all
 from threadline.io.outbox import CALL, SIDE_CALL, Item, Outbox
 from threadline.io.zsend import ASYNC_SIGNALS, FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
@@ -138,8 +141,11 @@ class IOThread:
         outbox_capacity: int = 4096,
         iopub_hwm: int = 1000,
         linger_ms: int = 2000,
+        listeners: dict[str, int] | None = None,
     ) -> None:
         self.connection = connection
+        #: Channel -> a listening descriptor to bind with (``io/listening.py``); taken by ``_bind``.
+        self._listeners = dict(listeners or {})
         self.session = session
         self.outbox = Outbox(outbox_capacity)
         self.dropped: Counter[str] = Counter()
@@ -293,6 +299,7 @@ class IOThread:
         except BaseException as exc:  # reported to start(), which raises
             self._start_error = exc
             self._close_sockets(linger=0)
+            close_all(self._listeners)
             self._started.set()
             return
         self.outbox.bind_io_thread(self._send_direct, self.send_now)
@@ -334,7 +341,7 @@ class IOThread:
             self._senders[channel] = FrameSender(sock)
             self._locks[channel] = threading.Lock()
             self._receive_locks[channel] = threading.Lock()
-            ports[channel] = _bind_socket(sock, info, channel)
+            ports[channel] = bind_socket(sock, info, channel, self._listeners.pop(channel, None))
         self.connection = info.with_ports(ports)
         # Ready before ``start`` returns, so that ``lend`` works from then on.
         poller = self._poller = _Poller()
@@ -703,8 +710,14 @@ def _events(sock: zmq.Socket[bytes]) -> int:
     return int(sock.getsockopt(zmq.EVENTS))
 
 
-def _bind_socket(sock: zmq.Socket[Any], info: ConnectionInfo, channel: str) -> int:
+def bind_socket(sock: zmq.Socket[Any], info: ConnectionInfo, channel: str, listener: int | None) -> int:
+    """Bind ``sock`` for ``channel``; with ``listener``, by taking that listening descriptor."""
     port = info.port(channel)
+    if listener is not None:
+        if hasattr(zmq, "USE_FD"):  # libzmq >= 4.2
+            sock.setsockopt(zmq.USE_FD, listener)  # libzmq owns it from here on
+        else:
+            os.close(listener)
     if info.transport == "tcp" and port == 0:
         return sock.bind_to_random_port(f"tcp://{info.ip}")
     if info.transport == "ipc" and port == 0:

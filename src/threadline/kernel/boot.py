@@ -3,20 +3,26 @@
 Theory of operation
 -------------------
 What a user waits for when a kernel starts is set by the client, not by the
-kernel alone. jupyter_client connects its sockets at once; a connection the
-kernel refuses (its ports are not bound yet) is retried every 100 ms, ZeroMQ's
-default reconnect interval. ``wait_for_ready`` then wants a kernel_info reply
-plus an iopub message, and reads iopub until it has been quiet for 0.2 s. So a
-kernel that binds after importing IPython (~130 ms after its process starts
-on our machine) is first reached at the 200 ms tick; one that binds before
-(~50 ms), at the 100 ms tick -- and the shell's imports and construction then
-overlap the client's own 0.2 s wait instead of preceding it.
+kernel alone. jupyter_client connects its sockets at once, before any kernel
+can listen; a refused connection is retried after 100-200 ms (ZeroMQ's
+reconnect interval plus its random jitter, see ``io/listening.py``).
+``wait_for_ready`` then wants a kernel_info reply plus an iopub message, and
+reads iopub until it has been quiet for 0.2 s. So the launcher listens on the
+ports first of all (``io/listening.py``), and a kernel that answers as soon as
+the client's second attempts arrive is as fast as any kernel can be on this
+path -- the shell's imports and construction then overlap the client's own
+0.2 s wait instead of preceding it. (Measured: the client's kernel_info is
+accepted at a median ~200 ms after it spawned the kernel, for threadline and
+xeus-python alike: the slower of two random retries plus the answer.)
 
 So ``Boot`` is the first thing the kernel builds: the session and the IO
 thread (``threadline.io`` and ``threadline.protocol`` only: zmq, orjson,
-hmac), which it starts with the heartbeat. While the main thread goes on to
-import IPython and build the shell, the IO thread, through ``Boot``'s
-dispatcher:
+hmac), which it starts with the heartbeat, binding by taking the launcher's
+listening descriptors. It builds the kernel_info content first: ~1 ms
+alone, 10 ms and more once the main thread's imports compete for the GIL.
+While the main thread goes on to import IPython and build the shell (with a
+short GIL switch interval, ``app.BOOT_SWITCH_INTERVAL``, so the IO thread
+gets the GIL soon when it asks), the IO thread, through ``Boot``'s dispatcher:
 
 * answers kernel_info at once (its content does not depend on the shell,
   ``kernel.info``): on control always; on shell once iopub has its first
@@ -88,7 +94,12 @@ class Boot:
         *,
         allow_empty_key: bool = False,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        listeners: dict[str, int] | None = None,
     ) -> None:
+        """``listeners``: channel -> the descriptor the launcher already listens on for it
+        (``io/listening.py``); the sockets bind by taking them."""
+        listeners = dict(listeners or {})
+        self._hb_listener = listeners.pop("hb", None)
         if not connection.key and not allow_empty_key:
             raise KernelConfigError(
                 "the connection file has an empty key: messages would not be authenticated. "
@@ -110,6 +121,7 @@ class Boot:
             self._dispatch,
             on_subscribe=self._on_subscribe,
             on_fatal=self._on_fatal,
+            listeners=listeners,
         )
         self.sender = Sender(self.session, self.io.outbox)
         self.heartbeat: Heartbeat | None = None
@@ -126,8 +138,12 @@ class Boot:
     def start(self) -> ConnectionInfo:
         """Bind the sockets, start the IO and heartbeat threads; the bound ports. Idempotent."""
         if self.connection is None:
+            # Built now, uncontended (~1 ms: it looks for debugpy and IPython's
+            # version on sys.path), not when the first request arrives, while the
+            # main thread's imports hold the GIL (10 ms and more, measured).
+            info.kernel_info()
             connection = self.io.start()
-            self.heartbeat = Heartbeat(connection)
+            self.heartbeat = Heartbeat(connection, listener=self._hb_listener)
             self.heartbeat.start()
             self.connection = connection.with_ports({"hb": self.heartbeat.port})
             self.mark("sockets_bound")
