@@ -28,8 +28,9 @@ This module must stay cheap to import: the standard library's ``json``,
 ``socket`` and ``os``, nothing of threadline but this file (``threadline.io``'s
 package imports its submodules on first use). Anything unusual -- the ipc
 transport, a host name instead of an address, a port of 0, a port already
-taken, an unreadable file -- means "no early listening" for every channel, and
-the IO thread binds as it always has (and reports any error then).
+taken, an unreadable file, a system other than POSIX -- means "no early
+listening" for every channel, and the IO thread binds as it always has (and
+reports any error then).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def listen_early(connection_file: str | None) -> dict[str, int]:
 
 def _tcp_addresses(connection_file: str | None) -> tuple[str, list[int]] | None:
     """The file's IPv4 address and its five ports, in ``CHANNELS`` order, or None."""
-    if connection_file is None:
+    if connection_file is None or os.name != "posix":
+        # Elsewhere SO_REUSEADDR means something else (Windows: another process
+        # may bind the same port) and libzmq takes a SOCKET handle: bind as before.
         return None
     try:
         with open(connection_file, "rb") as handle:
