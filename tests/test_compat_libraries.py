@@ -194,3 +194,76 @@ def test_importing_ipykernels_kernel_keeps_widgets_working(threadline_kernel: Bl
     run = execute(threadline_kernel, code)
     assert run.content["status"] == "ok", run.content
     assert "IntSliderModel" in models(run)
+
+
+def comm_traffic(run: Execution, comm_ids: set[str] | None = None) -> list[Summary]:
+    """The comm messages of a run that are not widgets' (or only those of ``comm_ids``):
+    type, target, and what the data says it is. (Earlier cases' widgets, ipympl's
+    canvas, may still be talking.)"""
+    out: list[Summary] = []
+    for message in run.of_type("comm_open", "comm_msg", "comm_close"):
+        content = message["content"]
+        if comm_ids is not None and content["comm_id"] not in comm_ids:
+            continue
+        if comm_ids is None and message["msg_type"] != "comm_open":
+            continue
+        if content.get("target_name") == "jupyter.widget":
+            continue
+        data = content.get("data")
+        if isinstance(data, str) and data.startswith("{"):  # bokeh sends its parts as JSON text
+            data = json.loads(data)
+        kind = data.get("msgtype") if isinstance(data, dict) else type(data).__name__
+        out.append((message["msg_type"], content.get("target_name"), kind))
+    return out
+
+
+def opened_comms(run: Execution, target: str | None = None) -> set[str]:
+    return {
+        m["content"]["comm_id"]
+        for m in run.of_type("comm_open")
+        if m["content"]["target_name"] != "jupyter.widget" and target in (None, m["content"]["target_name"])
+    }
+
+
+def test_bokeh_push_notebook_sends_its_updates(
+    threadline_kernel: BlockingKernelClient, ipykernel_kernel: BlockingKernelClient
+) -> None:
+    """bokeh's notebook handles are ``ipykernel.comm.Comm``s: the update must go out as it
+    does under ipykernel (a comm opened by ``show``, then the document patch)."""
+    show_it = (
+        "from bokeh.io import output_notebook, show, push_notebook\n"
+        "from bokeh.plotting import figure\n"
+        "output_notebook(hide_banner=True)\np = figure(width=200, height=200)\n"
+        "line = p.line([1, 2], [3, 4])\nhandle = show(p, notebook_handle=True)"
+    )
+    update = "line.data_source.data = {'x': [1, 2, 3], 'y': [3, 4, 5]}\npush_notebook(handle=handle)"
+    opened, opened_there = run_in_both(threadline_kernel, ipykernel_kernel, show_it)
+    pushed, pushed_there = run_in_both(threadline_kernel, ipykernel_kernel, update)
+    ours, theirs = opened_comms(opened), opened_comms(opened_there)
+    assert comm_traffic(opened) == comm_traffic(opened_there)
+    assert comm_traffic(pushed, ours) == comm_traffic(pushed_there, theirs)
+    [(kind, target, _)] = comm_traffic(opened)
+    assert kind == "comm_open" and target  # bokeh's target: the document's id
+    sent = comm_traffic(pushed, ours)
+    assert [kind for kind, _, _ in sent] == ["comm_msg"] * 3
+    assert ("comm_msg", None, "PATCH-DOC") in sent
+    patch = [m for m in pushed.of_type("comm_msg") if m["content"]["comm_id"] in ours][-1]
+    assert "ColumnDataChanged" in patch["content"]["data"]  # the new column, as the document's events
+
+
+def test_ipykernels_deprecated_comm_class_sends(threadline_kernel: BlockingKernelClient) -> None:
+    code = (
+        "import warnings\nwarnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from ipykernel.comm import Comm\n"
+        "c = Comm(target_name='legacy', data={'a': 1})\nc.send({'b': 2})\nc.close()"
+    )
+    run = execute(threadline_kernel, code)
+    assert run.content["status"] == "ok", run.content
+    legacy = opened_comms(run, "legacy")
+    assert len(legacy) == 1
+    sent = [
+        (m["msg_type"], m["content"]["data"])
+        for m in run.of_type("comm_open", "comm_msg", "comm_close")
+        if m["content"]["comm_id"] in legacy
+    ]
+    assert sent == [("comm_open", {"a": 1}), ("comm_msg", {"b": 2}), ("comm_close", {})]

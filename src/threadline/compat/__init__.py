@@ -22,6 +22,7 @@ shell ``get_parent``/``set_parent``/         ipywidgets' Output widget
 ``%less`` ``%man`` ``%clear`` ``%qtconsole``
 plotly's default renderer                    plotly (it also checks the shell's module)
 ``comm.create_comm`` kept threadline's       every comm user, after ``ipykernel.ipkernel`` is imported
+``ipykernel.comm.Comm`` sends                bokeh's ``push_notebook`` handles, old comm code
 ===========================================  ======================================================
 
 The dependency points one way: this package calls into the core (routing,

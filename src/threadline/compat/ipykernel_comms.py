@@ -1,4 +1,5 @@
-"""Importing ipykernel's kernel module must not take the comms away from threadline.
+"""ipykernel's comm names, under threadline: its kernel module must not take the comms
+away, and its deprecated ``Comm`` class must send.
 
 Theory of operation
 -------------------
@@ -9,25 +10,55 @@ imports it without meaning to: ``ipykernel.get_connection_file()`` imports
 unless ipykernel's own kernel runs, so every widget created afterwards would
 be shown as "model not found". When that module has been imported
 (``after_import``), the functions the kernel installed are put back.
+
+``ipykernel.comm.Comm`` (deprecated, but what bokeh's ``push_notebook``
+handles are made of: ``bokeh.io.notebook.get_comms``) registers with the
+``comm`` package's manager -- threadline's -- and publishes through its own
+``publish_msg``, which sends only when ipykernel's ``Kernel`` singleton exists.
+Under ipykernel that is always so; under threadline never, so the comm would
+open and send nothing at all. Its ``publish_msg`` is therefore threadline's
+(``threadline.kernel.comms.Comm.publish_msg``: the same content, sent through
+the outbox with the cell the calling thread belongs to), set on the class in
+``ipykernel.comm.comm`` that defines it, once that module is imported.
 """
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 
 import comm
 
-from threadline.shell.after_import import after_import
+from threadline.kernel.comms import Comm
+from threadline.shell.after_import import AfterImport, after_import
 
-_MODULE = "ipykernel.ipkernel"
+_KERNEL_MODULE = "ipykernel.ipkernel"
+_COMM_MODULE = "ipykernel.comm.comm"
 
 
 def keep_threadline_comms() -> None:
-    """Keep ``comm.create_comm``/``get_comm_manager`` threadline's, even after ipykernel is imported."""
+    """Keep ``comm.create_comm``/``get_comm_manager`` threadline's, even after ipykernel is
+    imported, and make ``ipykernel.comm.Comm`` send through threadline."""
     create_comm, get_comm_manager = comm.create_comm, comm.get_comm_manager
 
     def put_back(module: ModuleType) -> None:
         comm.create_comm = create_comm
         comm.get_comm_manager = get_comm_manager
 
-    after_import(_MODULE, put_back)
+    after_import(_KERNEL_MODULE, put_back)
+    _when_imported(_COMM_MODULE, _publish_through_threadline)
+
+
+def _publish_through_threadline(module: ModuleType) -> None:
+    for name in ("BaseComm", "Comm"):
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and "publish_msg" in vars(cls):
+            cls.publish_msg = Comm.publish_msg  # type: ignore[attr-defined]
+
+
+def _when_imported(name: str, function: AfterImport) -> None:
+    module = sys.modules.get(name)
+    if module is not None:
+        function(module)
+    else:
+        after_import(name, function)
