@@ -267,3 +267,17 @@ def test_ipykernels_deprecated_comm_class_sends(threadline_kernel: BlockingKerne
         if m["content"]["comm_id"] in legacy
     ]
     assert sent == [("comm_open", {"a": 1}), ("comm_msg", {"b": 2}), ("comm_close", {})]
+
+
+def test_stream_attributes_read_as_under_ipykernel(
+    threadline_kernel: BlockingKernelClient, ipykernel_kernel: BlockingKernelClient
+) -> None:
+    """What code asks of ``sys.stdout``/``sys.stderr`` before it writes (encoding compared as
+    a string, isatty to decide on colours, the file interface's yes/no answers)."""
+    code = (
+        "import sys\nfor s in (sys.stdout, sys.stderr):\n"
+        "    print(s.encoding, s.isatty(), s.writable(), s.readable(), s.seekable(), s.closed)"
+    )
+    ours, theirs = run_in_both(threadline_kernel, ipykernel_kernel, code)
+    assert ours.stdout == theirs.stdout
+    assert ours.stdout.split("\n")[0].split(" ")[0] == "UTF-8"

@@ -150,7 +150,9 @@ class OutStream(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
+        # Spelled as ipykernel's OutStream spells it: code that compares it as a
+        # string (not through codecs.lookup) sees the same value in both kernels.
+        return "UTF-8"
 
     @property
     def written(self) -> int:
