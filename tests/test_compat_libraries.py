@@ -281,3 +281,24 @@ def test_stream_attributes_read_as_under_ipykernel(
     ours, theirs = run_in_both(threadline_kernel, ipykernel_kernel, code)
     assert ours.stdout == theirs.stdout
     assert ours.stdout.split("\n")[0].split(" ")[0] == "UTF-8"
+
+
+def test_ipykernels_connection_file_helpers_find_this_kernel(
+    threadline_kernel: BlockingKernelClient, ipykernel_kernel: BlockingKernelClient
+) -> None:
+    """The "which notebook is this?" recipes: ``ipykernel.get_connection_file()`` (matched
+    against the server's sessions), ``get_connection_info`` and ``IPKernelApp.instance()``."""
+    code = (
+        "import os, ipykernel\nfrom ipykernel.kernelapp import IPKernelApp\n"
+        "path = ipykernel.get_connection_file()\n"
+        "info = ipykernel.connect.get_connection_info(unpack=True)\n"
+        "app = IPKernelApp.instance()\n"
+        "print(os.path.isabs(path), os.path.exists(path), app.connection_file == path)\n"
+        "print(IPKernelApp.initialized(), app.kernel is get_ipython().kernel)\n"
+        "print(info['shell_port'], info['iopub_port'])"
+    )
+    ours, theirs = run_in_both(threadline_kernel, ipykernel_kernel, code)
+    lines, their_lines = ours.stdout.splitlines(), theirs.stdout.splitlines()
+    assert lines[:2] == their_lines[:2] == ["True True True", "True True"]
+    assert lines[2] == f"{threadline_kernel.shell_port} {threadline_kernel.iopub_port}"
+    assert their_lines[2] == f"{ipykernel_kernel.shell_port} {ipykernel_kernel.iopub_port}"

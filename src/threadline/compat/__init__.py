@@ -23,6 +23,7 @@ shell ``get_parent``/``set_parent``/         ipywidgets' Output widget
 plotly's default renderer                    plotly (it also checks the shell's module)
 ``comm.create_comm`` kept threadline's       every comm user, after ``ipykernel.ipkernel`` is imported
 ``ipykernel.comm.Comm`` sends                bokeh's ``push_notebook`` handles, old comm code
+ipykernel's ``IPKernelApp.instance()``       ``ipykernel.get_connection_file()``, notebook-name recipes
 ===========================================  ======================================================
 
 The dependency points one way: this package calls into the core (routing,
@@ -32,6 +33,7 @@ wires it in with ``attach``.
 
 from __future__ import annotations
 
+from threadline.compat.ipykernel_app import stand_in_for_ipykernels_app
 from threadline.compat.ipykernel_comms import keep_threadline_comms
 from threadline.compat.kernel import NotebookKernel
 from threadline.compat.kernelapp import IPKernelApp, configure
@@ -49,4 +51,5 @@ def attach(kernel: Kernel, connection_file: str | None) -> NotebookKernel:
     alias_ipykernel_zmqshell()
     install_plotly_renderer_choice()
     keep_threadline_comms()
+    stand_in_for_ipykernels_app(face, connection_file)
     return face
