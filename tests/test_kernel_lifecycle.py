@@ -201,6 +201,10 @@ def test_restart_gives_a_new_process_with_fresh_state(
     assert gone.content["status"] == "error"
     assert gone.content["ename"] == "NameError"
     assert execute(kc, "1").content["execution_count"] == 3  # counting starts over
+    # The new process listened on the same ports before importing pyzmq
+    # (io/listening.py), the old one's connections in TIME_WAIT notwithstanding.
+    marks = execute(kc, "print(sorted(get_ipython().kernel.startup_marks))").stdout
+    assert "'listening'" in marks, marks
 
 
 def test_shutdown_request_replies_on_control_then_exits(
