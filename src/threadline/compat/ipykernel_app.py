@@ -22,11 +22,10 @@ carries what such code reads: the connection file and its directory, and
 from __future__ import annotations
 
 import os
-import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from threadline.shell.after_import import after_import
+from threadline.shell.after_import import when_imported
 
 if TYPE_CHECKING:
     from threadline.compat.kernel import NotebookKernel
@@ -49,8 +48,4 @@ def stand_in_for_ipykernels_app(kernel_face: NotebookKernel, connection_file: st
         app.kernel = kernel_face
         cls._instance = app
 
-    module = sys.modules.get(_MODULE)
-    if module is not None:
-        register(module)
-    else:
-        after_import(_MODULE, register)
+    when_imported(_MODULE, register)

@@ -24,13 +24,12 @@ the outbox with the cell the calling thread belongs to), set on the class in
 
 from __future__ import annotations
 
-import sys
 from types import ModuleType
 
 import comm
 
 from threadline.kernel.comms import Comm
-from threadline.shell.after_import import AfterImport, after_import
+from threadline.shell.after_import import after_import, when_imported
 
 _KERNEL_MODULE = "ipykernel.ipkernel"
 _COMM_MODULE = "ipykernel.comm.comm"
@@ -46,7 +45,7 @@ def keep_threadline_comms() -> None:
         comm.get_comm_manager = get_comm_manager
 
     after_import(_KERNEL_MODULE, put_back)
-    _when_imported(_COMM_MODULE, _publish_through_threadline)
+    when_imported(_COMM_MODULE, _publish_through_threadline)
 
 
 def _publish_through_threadline(module: ModuleType) -> None:
@@ -54,11 +53,3 @@ def _publish_through_threadline(module: ModuleType) -> None:
         cls = getattr(module, name, None)
         if isinstance(cls, type) and "publish_msg" in vars(cls):
             cls.publish_msg = Comm.publish_msg  # type: ignore[attr-defined]
-
-
-def _when_imported(name: str, function: AfterImport) -> None:
-    module = sys.modules.get(name)
-    if module is not None:
-        function(module)
-    else:
-        after_import(name, function)

@@ -65,3 +65,12 @@ def after_import(name: str, function: AfterImport) -> None:
     functions = finder.watched.setdefault(name, [])
     if function not in functions:
         functions.append(function)
+
+
+def when_imported(name: str, function: AfterImport) -> None:
+    """Call ``function(module)`` now if ``name`` is imported already, else once it is."""
+    module = sys.modules.get(name)
+    if module is not None:
+        function(module)
+    else:
+        after_import(name, function)

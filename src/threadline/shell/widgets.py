@@ -21,7 +21,6 @@ was), through ``shell.after_import``.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import Counter
 from types import ModuleType
@@ -29,7 +28,7 @@ from typing import Any
 
 from threadline import routing
 from threadline.routing import Parent
-from threadline.shell.after_import import after_import
+from threadline.shell.after_import import when_imported
 
 _MODULE = "ipywidgets.widgets.widget_output"
 
@@ -140,8 +139,4 @@ def _patch(module: ModuleType) -> None:
 
 def install_output_capture() -> None:
     """Patch ``Output`` now if imported, else as soon as it is. Idempotent."""
-    module = sys.modules.get(_MODULE)
-    if module is not None:
-        _patch(module)
-        return
-    after_import(_MODULE, _patch)
+    when_imported(_MODULE, _patch)
