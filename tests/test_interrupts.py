@@ -117,3 +117,50 @@ def test_a_sigint_taken_by_another_thread_still_interrupts_the_main_thread(
     # The pokes interrupted nothing else: the next cells run to the end.
     assert execute(kc, SLEEPING_CELL).stdout == "done\n"
     assert execute(kc, "print('alive')").stdout == "alive\n"
+
+
+#: An input transformer that holds a cell marked ``# hold`` after its
+#: execute_input went out and before it starts (IPython transforms a cell
+#: first), until the kernel's SIGINT handler has run: the window in which the
+#: front end shows the cell running but none of its code runs yet.
+HOLD_UNTIL_INTERRUPTED = """
+import signal, threading
+def hold(lines):
+    if lines and lines[0].startswith("# hold"):
+        watch = get_ipython().kernel.interrupts._watches[signal.SIGINT]
+        seen = watch.handler_runs
+        print("holding", flush=True)
+        tick = threading.Event()
+        for _ in range(3000):  # at most 30 s, a safety net: the test interrupts at once
+            if watch.handler_runs != seen:
+                break
+            tick.wait(0.01)
+    return lines
+get_ipython().input_transformers_cleanup.append(hold)
+"""
+
+
+def test_an_interrupt_before_the_cell_starts_interrupts_it(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """A SIGINT after a cell's execute_input, before its first line: the cell
+    fails with KeyboardInterrupt and none of it runs -- a plain cell, an
+    awaiting one. (Such a SIGINT used to count as "between cells" and the cell
+    then ran to its end.) The interrupt is not kept for later: the next cells
+    run normally. The same under ``%autoawait trio``."""
+    manager, kc = kernel
+    assert execute(kc, HOLD_UNTIL_INTERRUPTED).reply["content"]["status"] == "ok"
+    for code in ("# hold\nran = True", "# hold\nimport asyncio\nran = True\nawait asyncio.sleep(60)"):
+        reply = interrupt_once(manager, kc, code)
+        assert reply["content"]["ename"] == "KeyboardInterrupt", code
+        after = execute(kc, "print('ran' in globals())")
+        assert after.stdout == "False\n", code
+        # It took its number (the one its execute_input showed), like any failed cell.
+        assert after.reply["content"]["execution_count"] == reply["content"]["execution_count"] + 1
+    assert execute(kc, "print('alive')").stdout == "alive\n"
+    assert execute(kc, SLEEPING_CELL).stdout == "done\n"
+    # Under %autoawait trio, an awaiting cell runs under trio.run.
+    assert execute(kc, "%autoawait trio").content["status"] == "ok"
+    reply = interrupt_once(manager, kc, "# hold\nimport trio\nran = True\nawait trio.sleep(60)")
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert execute(kc, "print('ran' in globals())").stdout == "False\n"

@@ -134,6 +134,11 @@ class ShellChannel:
         self._announcing = threading.Lock()
         self._aborting = False
         self._sync_cell_running = False
+        #: An execute request is under way whose cell has not started yet (set as
+        #: its ``execute_input`` goes out), and whether a SIGINT came meanwhile:
+        #: the cell then starts interrupted (see ``on_sigint``).
+        self._cell_on_its_way = False
+        self._interrupted_on_its_way = False
         self._interrupt_deferrals = 0
         #: Synchronous cells started, and which of them a resent SIGINT is for
         #: (a resend that arrives after its cell ended is dropped).
@@ -233,6 +238,7 @@ class ShellChannel:
         can change it: no cell runs on this channel.
         """
         parent = message.header_json
+        self._cell_on_its_way = True
         self.sender.publish("status", {"execution_state": "busy"}, parent=parent)
         content = message.content
         code = content.get("code", "")
@@ -337,6 +343,7 @@ class ShellChannel:
                 pass  # the IO thread has published busy and execute_input
         try:
             if not announced:
+                self._cell_on_its_way = message.msg_type == "execute_request" and not self._aborting
                 self._status("busy", parent)
             if self._aborting and message.msg_type == "execute_request":
                 # Only executions are aborted: kernel_info, completion, inspection...
@@ -356,6 +363,7 @@ class ShellChannel:
                 self._flush_streams(parent)
             self._status("idle", parent)
         finally:
+            self._cell_on_its_way = self._interrupted_on_its_way = False
             routing.reset_origin(token)
 
     def _answer(self, message: Message) -> None:
@@ -419,6 +427,10 @@ class ShellChannel:
             result = self._run_cell(code, store_history=store_history and not own_count, silent=silent)
         finally:
             routing.note_execute_finished(parent)
+        if store_history and not silent and not own_count and shell.execution_count == count:
+            # Interrupted before IPython ran it (see ``on_sigint``): the cell still
+            # takes the number its execute_input showed, as every failed cell does.
+            shell.execution_count += 1
 
         error = shell.take_last_error()
         failed = result.error_before_exec is not None or result.error_in_exec is not None
@@ -494,6 +506,8 @@ class ShellChannel:
         self._cells_started += 1
         self._sync_cell_running = True
         try:
+            if self._take_interrupt_on_its_way():
+                return _failed_result(shell, code, store_history, KeyboardInterrupt())
             # IPython's run_cell transforms the cell again: reuse ours (unless it
             # failed, so that IPython meets and reports the error itself).
             once = shell.transformed_once(code, transformed) if preprocessing_error is None else nullcontext()
@@ -538,6 +552,9 @@ class ShellChannel:
         assert loop is not None
         task = loop.create_task(cell)  # the task copies this context: its output goes to this cell
         self._async_cell = task
+        if self._take_interrupt_on_its_way():
+            self.shell.interrupting_async_cell = True
+            task.cancel()  # before its first step: none of the cell runs
         try:
             return loop.run_until_complete(task)
         finally:
@@ -551,11 +568,26 @@ class ShellChannel:
         self._cells_started += 1
         self._sync_cell_running = True
         try:
+            if self._take_interrupt_on_its_way():
+                cell.close()
+                return None  # shown as interrupted
             result: ExecutionResult | None = trio_cell.run(cell)
             return result
         finally:
             self._sync_cell_running = False
             self._trio_cell = None
+
+    def _take_interrupt_on_its_way(self) -> bool:
+        """Right after a cell is marked running: whether a SIGINT came before.
+
+        The order matters. Once the cell counts as running, ``on_sigint``
+        interrupts it the usual way; until then it notes the interrupt here.
+        Both run on this thread (the handler between two bytecodes), so each
+        SIGINT is seen by exactly one of the two.
+        """
+        self._cell_on_its_way = False
+        interrupted, self._interrupted_on_its_way = self._interrupted_on_its_way, False
+        return interrupted
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler (main thread): interrupt whatever cell is running.
@@ -594,7 +626,15 @@ class ShellChannel:
                 return
             self._interrupt_deferrals = 0
             raise KeyboardInterrupt
-        if not self.interrupt_async_cell() and self.on_idle_interrupt is not None:
+        if self.interrupt_async_cell():
+            return
+        if self._cell_on_its_way:
+            # Between a cell's execute_input and its first line (the front end
+            # shows it running): it starts interrupted, as in ipykernel, where
+            # the interrupt would land in the code that sets the cell up.
+            self._interrupted_on_its_way = True
+            return
+        if self.on_idle_interrupt is not None:
             self.on_idle_interrupt()
 
     def _resend(self, delivery: InterruptDelivery | None) -> None:
