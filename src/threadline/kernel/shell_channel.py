@@ -427,8 +427,8 @@ class ShellChannel:
             result = self._run_cell(code, store_history=store_history and not own_count, silent=silent)
         finally:
             routing.note_execute_finished(parent)
-        if store_history and not silent and not own_count and shell.execution_count == count:
-            # Interrupted before IPython ran it (see ``on_sigint``): the cell still
+        if self._interrupted_on_its_way and store_history and not silent and not own_count:
+            # Interrupted before IPython saw it (see ``on_sigint``): the cell still
             # takes the number its execute_input showed, as every failed cell does.
             shell.execution_count += 1
 
@@ -506,7 +506,7 @@ class ShellChannel:
         self._cells_started += 1
         self._sync_cell_running = True
         try:
-            if self._take_interrupt_on_its_way():
+            if self._starts_interrupted():
                 return _failed_result(shell, code, store_history, KeyboardInterrupt())
             # IPython's run_cell transforms the cell again: reuse ours (unless it
             # failed, so that IPython meets and reports the error itself).
@@ -552,7 +552,7 @@ class ShellChannel:
         assert loop is not None
         task = loop.create_task(cell)  # the task copies this context: its output goes to this cell
         self._async_cell = task
-        if self._take_interrupt_on_its_way():
+        if self._starts_interrupted():
             self.shell.interrupting_async_cell = True
             task.cancel()  # before its first step: none of the cell runs
         try:
@@ -568,7 +568,7 @@ class ShellChannel:
         self._cells_started += 1
         self._sync_cell_running = True
         try:
-            if self._take_interrupt_on_its_way():
+            if self._starts_interrupted():
                 cell.close()
                 return None  # shown as interrupted
             result: ExecutionResult | None = trio_cell.run(cell)
@@ -577,17 +577,17 @@ class ShellChannel:
             self._sync_cell_running = False
             self._trio_cell = None
 
-    def _take_interrupt_on_its_way(self) -> bool:
+    def _starts_interrupted(self) -> bool:
         """Right after a cell is marked running: whether a SIGINT came before.
 
         The order matters. Once the cell counts as running, ``on_sigint``
-        interrupts it the usual way; until then it notes the interrupt here.
-        Both run on this thread (the handler between two bytecodes), so each
-        SIGINT is seen by exactly one of the two.
+        interrupts it the usual way; until then it notes the interrupt in
+        ``_interrupted_on_its_way`` (kept until the request ends). Both run on
+        this thread (the handler between two bytecodes), so each SIGINT is
+        seen by exactly one of the two.
         """
         self._cell_on_its_way = False
-        interrupted, self._interrupted_on_its_way = self._interrupted_on_its_way, False
-        return interrupted
+        return self._interrupted_on_its_way
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler (main thread): interrupt whatever cell is running.
