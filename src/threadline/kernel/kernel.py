@@ -132,6 +132,7 @@ class Kernel:
         self.children = ChildOutput(self.sender, (self.stdout, self.stderr), pipe_programs=capture_fd)
         for stream in (self.stdout, self.stderr):
             stream.before_direct = self.children.sync
+        self.children.before_program = lambda: self._flush_parent(routing.current_parent())
         self.link = KernelLink(self.sender, self._flush_thread_streams)
         self.stdin = StdinRouter(self.sender, self._flush_thread_streams)
         self.comm_manager = install_comms(self.sender)

@@ -140,6 +140,11 @@ class ChildOutput:
         self._lock = threading.Lock()
         self._closing = False
         self._started = False
+        #: Called before a program starts (set by the kernel): what the process
+        #: wrote below Python (``os.system``, C code; see fdcapture) and other
+        #: threads' lines for the cell go out first, ahead of the program's text,
+        #: which comes through a pipe of its own.
+        self.before_program: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
 
     def start(self) -> None:
@@ -385,6 +390,8 @@ def _pipe_subprocesses(output: ChildOutput) -> None:
             original_init(self, args, *more, **kwargs)
             return
         _flush_std_streams()
+        if output.before_program is not None:
+            output.before_program()
         header = _current_header()
         pipes: list[_ProgramPipe] = []
         opened: list[int] = []
