@@ -511,11 +511,19 @@ class IOThread:
 
     def _receive_locked(self, channel: str) -> None:
         session, sock, lock = self.session, self._sockets[channel], self._locks[channel]
+        first = True
         while True:
             # The socket lock is held for the receive only: dispatching may send on it.
             with lock:
                 if self._closed:
                     return
+                # After a message, look before receiving again: the receive that
+                # finds nothing raises zmq.Again, whose construction costs more
+                # than the look (4.5 us against 1.9 in a loop; it was 8 % of the
+                # main thread's samples answering kernel_info).
+                if not first and not _events(sock) & zmq.POLLIN:
+                    return
+                first = False
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
