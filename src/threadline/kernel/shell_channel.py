@@ -630,8 +630,9 @@ class ShellChannel:
             return
         if self._cell_on_its_way:
             # Between a cell's execute_input and its first line (the front end
-            # shows it running): it starts interrupted, as in ipykernel, where
-            # the interrupt would land in the code that sets the cell up.
+            # shows it running): it starts interrupted, and fails with
+            # KeyboardInterrupt. (ipykernel 7.4 raises it in the code that sets
+            # the cell up, and then sends no reply: docs/compatibility.md.)
             self._interrupted_on_its_way = True
             return
         if self.on_idle_interrupt is not None:
