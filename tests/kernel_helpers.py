@@ -260,3 +260,24 @@ def get_reply_reading_iopub(
             reply: dict[str, Any] = client.get_shell_msg(timeout=0)
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply
+
+
+#: An input transformer that holds a cell marked ``# hold`` after its
+#: execute_input went out and before it starts (IPython transforms a cell
+#: first), until the kernel's SIGINT handler has run: the window in which the
+#: front end shows the cell running but none of its code runs yet.
+HOLD_UNTIL_INTERRUPTED = """
+import signal, threading
+def hold(lines):
+    if lines and lines[0].startswith("# hold"):
+        watch = get_ipython().kernel.interrupts._watches[signal.SIGINT]
+        seen = watch.handler_runs
+        print("holding", flush=True)
+        tick = threading.Event()
+        for _ in range(3000):  # at most 30 s, a safety net: the test interrupts at once
+            if watch.handler_runs != seen:
+                break
+            tick.wait(0.01)
+    return lines
+get_ipython().input_transformers_cleanup.append(hold)
+"""

@@ -10,7 +10,13 @@ from typing import Any
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
-from tests.kernel_helpers import TIMEOUT, execute, get_reply_reading_iopub, wait_for_iopub
+from tests.kernel_helpers import (
+    HOLD_UNTIL_INTERRUPTED,
+    TIMEOUT,
+    execute,
+    get_reply_reading_iopub,
+    wait_for_iopub,
+)
 
 ROUNDS = 25
 #: Sleeps in the kernel, to show a poke's EINTR does not cut a sleep short.
@@ -117,27 +123,6 @@ def test_a_sigint_taken_by_another_thread_still_interrupts_the_main_thread(
     # The pokes interrupted nothing else: the next cells run to the end.
     assert execute(kc, SLEEPING_CELL).stdout == "done\n"
     assert execute(kc, "print('alive')").stdout == "alive\n"
-
-
-#: An input transformer that holds a cell marked ``# hold`` after its
-#: execute_input went out and before it starts (IPython transforms a cell
-#: first), until the kernel's SIGINT handler has run: the window in which the
-#: front end shows the cell running but none of its code runs yet.
-HOLD_UNTIL_INTERRUPTED = """
-import signal, threading
-def hold(lines):
-    if lines and lines[0].startswith("# hold"):
-        watch = get_ipython().kernel.interrupts._watches[signal.SIGINT]
-        seen = watch.handler_runs
-        print("holding", flush=True)
-        tick = threading.Event()
-        for _ in range(3000):  # at most 30 s, a safety net: the test interrupts at once
-            if watch.handler_runs != seen:
-                break
-            tick.wait(0.01)
-    return lines
-get_ipython().input_transformers_cleanup.append(hold)
-"""
 
 
 def test_an_interrupt_before_the_cell_starts_interrupts_it(

@@ -8,7 +8,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.kernel_helpers import TIMEOUT, collect_until_idle, execute, get_reply
+from tests.kernel_helpers import HOLD_UNTIL_INTERRUPTED, TIMEOUT, collect_until_idle, execute, get_reply
 
 
 def control_request(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +116,27 @@ def test_interrupt_reaches_a_subshell(kc: BlockingKernelClient) -> None:
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert execute(kc, "print('still fine')").stdout == "still fine\n"
+
+
+def test_an_interrupt_before_a_subshell_cell_starts_interrupts_it(kc: BlockingKernelClient) -> None:
+    """An interrupt_request after a subshell cell's execute_input, before its first
+    line (held open by an input transformer until the interrupt has come): the
+    cell fails with KeyboardInterrupt and none of it runs; the next one runs."""
+    assert execute(kc, HOLD_UNTIL_INTERRUPTED).content["status"] == "ok"
+    subshell = create_subshell(kc)
+    held = execute_in(kc, subshell, "# hold\nran = True")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        message = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
+        if message["parent_header"].get("msg_id") == held and message["msg_type"] == "stream":
+            break  # "holding": the cell's execute_input is out, its code has not run
+    assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
+    reply = get_reply(kc, held)
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert execute(kc, "print('ran' in globals())").stdout == "False\n"
+    after = execute_in(kc, subshell, "print('next')")
+    assert get_reply(kc, after)["content"]["status"] == "ok"
 
 
 def test_subshell_code_runs_with_the_usual_signal_mask(kc: BlockingKernelClient) -> None:

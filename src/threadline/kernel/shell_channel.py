@@ -139,6 +139,9 @@ class ShellChannel:
         #: the cell then starts interrupted (see ``on_sigint``).
         self._cell_on_its_way = False
         self._interrupted_on_its_way = False
+        #: Taken by ``_starts_interrupted`` and by ``interrupt_before_start`` (an
+        #: interrupt from another thread). Never by the SIGINT handler.
+        self._start_lock = threading.Lock()
         self._interrupt_deferrals = 0
         #: Synchronous cells started, and which of them a resent SIGINT is for
         #: (a resend that arrives after its cell ended is dropped).
@@ -578,16 +581,29 @@ class ShellChannel:
             self._trio_cell = None
 
     def _starts_interrupted(self) -> bool:
-        """Right after a cell is marked running: whether a SIGINT came before.
+        """Right after a cell is marked running: whether an interrupt came before.
 
-        The order matters. Once the cell counts as running, ``on_sigint``
-        interrupts it the usual way; until then it notes the interrupt in
-        ``_interrupted_on_its_way`` (kept until the request ends). Both run on
-        this thread (the handler between two bytecodes), so each SIGINT is
-        seen by exactly one of the two.
+        The order matters. Once the cell counts as running, an interrupt
+        reaches it the usual way; until then it is noted in
+        ``_interrupted_on_its_way`` (kept until the request ends), so each
+        interrupt is seen by exactly one of the two. ``on_sigint`` runs on this
+        thread, between two bytecodes, and needs no lock (nor may it take
+        one); ``interrupt_before_start`` runs on another thread and takes
+        ``_start_lock``, as this does.
         """
-        self._cell_on_its_way = False
-        return self._interrupted_on_its_way
+        with self._start_lock:
+            self._cell_on_its_way = False
+            return self._interrupted_on_its_way
+
+    def interrupt_before_start(self) -> bool:
+        """From another thread (a subshell's interrupt): if an execute request is
+        under way whose cell has not started, have the cell start interrupted.
+        True if so; False means no cell is on its way (it may be running)."""
+        with self._start_lock:
+            if not self._cell_on_its_way:
+                return False
+            self._interrupted_on_its_way = True
+            return True
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """The SIGINT handler (main thread): interrupt whatever cell is running.

@@ -60,9 +60,12 @@ class ShellThread:
             self.channel.close_loop()
 
     def interrupt(self) -> None:
-        """Interrupt this thread's running cell, if any."""
+        """Interrupt this thread's running cell, if any (or the one about to start)."""
         ident = self._thread.ident
-        if self.channel.interrupt_async_cell() or ident is None or not self.channel.sync_cell_running:
+        channel = self.channel
+        if channel.interrupt_async_cell() or channel.interrupt_before_start():
+            return
+        if ident is None or not channel.sync_cell_running:
             return
         # Raised when the thread next runs Python bytecode (a blocking C call
         # such as time.sleep finishes first).
