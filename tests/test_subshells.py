@@ -8,7 +8,14 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.kernel_helpers import HOLD_UNTIL_INTERRUPTED, TIMEOUT, collect_until_idle, execute, get_reply
+from tests.kernel_helpers import (
+    HOLD_UNTIL_INTERRUPTED,
+    TIMEOUT,
+    collect_until_idle,
+    execute,
+    get_reply,
+    wait_for_iopub,
+)
 
 
 def control_request(kc: BlockingKernelClient, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +113,7 @@ def test_unknown_subshell_is_an_error_not_a_fallback(kc: BlockingKernelClient) -
 def test_interrupt_reaches_a_subshell(kc: BlockingKernelClient) -> None:
     subshell = create_subshell(kc)
     spinning = execute_in(kc, subshell, "import sys\nprint('spinning', flush=True)\nwhile True:\n    pass")
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        message = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
-        if message["parent_header"].get("msg_id") == spinning and message["msg_type"] == "stream":
-            break
+    wait_for_iopub(kc, lambda m: m["parent_header"].get("msg_id") == spinning and m["msg_type"] == "stream")
     assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
     reply = get_reply(kc, spinning)
     assert reply["content"]["status"] == "error"
@@ -125,11 +128,8 @@ def test_an_interrupt_before_a_subshell_cell_starts_interrupts_it(kc: BlockingKe
     assert execute(kc, HOLD_UNTIL_INTERRUPTED).content["status"] == "ok"
     subshell = create_subshell(kc)
     held = execute_in(kc, subshell, "# hold\nran = True")
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        message = kc.get_iopub_msg(timeout=max(0.0, deadline - time.monotonic()))
-        if message["parent_header"].get("msg_id") == held and message["msg_type"] == "stream":
-            break  # "holding": the cell's execute_input is out, its code has not run
+    # "holding": the cell's execute_input is out, its code has not run.
+    wait_for_iopub(kc, lambda m: m["parent_header"].get("msg_id") == held and m["msg_type"] == "stream")
     assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
     reply = get_reply(kc, held)
     assert reply["content"]["status"] == "error"
