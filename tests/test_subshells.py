@@ -110,12 +110,19 @@ def test_unknown_subshell_is_an_error_not_a_fallback(kc: BlockingKernelClient) -
     assert reply["content"]["ename"] == "UnknownSubshellError"
 
 
+def interrupt_once_printed(kc: BlockingKernelClient, subshell_id: str, code: str) -> dict[str, Any]:
+    """Run ``code`` (which prints first) in a subshell; once it has printed, send an
+    interrupt_request (which must be answered ok); the cell's reply."""
+    msg_id = execute_in(kc, subshell_id, code)
+    wait_for_iopub(kc, lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream")
+    assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
+    return get_reply(kc, msg_id)
+
+
 def test_interrupt_reaches_a_subshell(kc: BlockingKernelClient) -> None:
     subshell = create_subshell(kc)
-    spinning = execute_in(kc, subshell, "import sys\nprint('spinning', flush=True)\nwhile True:\n    pass")
-    wait_for_iopub(kc, lambda m: m["parent_header"].get("msg_id") == spinning and m["msg_type"] == "stream")
-    assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
-    reply = get_reply(kc, spinning)
+    spinning = "import sys\nprint('spinning', flush=True)\nwhile True:\n    pass"
+    reply = interrupt_once_printed(kc, subshell, spinning)
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert execute(kc, "print('still fine')").stdout == "still fine\n"
@@ -127,11 +134,8 @@ def test_an_interrupt_before_a_subshell_cell_starts_interrupts_it(kc: BlockingKe
     cell fails with KeyboardInterrupt and none of it runs; the next one runs."""
     assert execute(kc, HOLD_UNTIL_INTERRUPTED).content["status"] == "ok"
     subshell = create_subshell(kc)
-    held = execute_in(kc, subshell, "# hold\nran = True")
-    # "holding": the cell's execute_input is out, its code has not run.
-    wait_for_iopub(kc, lambda m: m["parent_header"].get("msg_id") == held and m["msg_type"] == "stream")
-    assert control_request(kc, "interrupt_request", {})["content"]["status"] == "ok"
-    reply = get_reply(kc, held)
+    # Interrupted once it printed "holding": its execute_input is out, its code has not run.
+    reply = interrupt_once_printed(kc, subshell, "# hold\nran = True")
     assert reply["content"]["status"] == "error"
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert execute(kc, "print('ran' in globals())").stdout == "False\n"
