@@ -79,6 +79,12 @@ def isolate_jupyter_dirs(kernels: Sequence[Installed]) -> Path:
         }
         if installed.peer.name in ENCRYPTING:
             spec["metadata"] = {"supported_encryption": ["curve"]}
+        if installed.peer.name == "threadline":
+            # The metadata `threadline install --sys-prefix` writes into this
+            # environment (the curve declaration, its kernel provisioner).
+            from threadline.app import kernel_spec, provisioner_installed
+
+            spec["metadata"] = kernel_spec(provisioner=provisioner_installed())["metadata"]
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return root
 

@@ -19,7 +19,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from tests.kernel_helpers import start_kernel, stop_kernel
-from threadline.app import kernel_spec
+from threadline.app import kernel_spec, provisioner_installed
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,7 +27,8 @@ def jupyter_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("jupyter")
     spec_dir = root / "data" / "kernels" / "threadline"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps(kernel_spec()))
+    # As `threadline install --sys-prefix` writes it: with the provisioner, where installed.
+    (spec_dir / "kernel.json").write_text(json.dumps(kernel_spec(provisioner=provisioner_installed())))
     os.environ["JUPYTER_PATH"] = str(root / "data")
     os.environ["JUPYTER_DATA_DIR"] = str(root / "data")
     os.environ["JUPYTER_RUNTIME_DIR"] = str(root / "runtime")

@@ -1,6 +1,6 @@
 """The command line: launch a kernel, or install its kernelspec.
 
-threadline install [--user | --sys-prefix | --prefix PATH]
+threadline install [--user | --sys-prefix | --prefix PATH] [--[no-]provisioner]
 python -m threadline -f CONNECTION_FILE       (what the kernelspec runs)
 threadline [--ip ADDRESS] [--encrypt]         (writes its own connection file)
 threadline --version
@@ -31,8 +31,12 @@ KERNEL_NAME = "threadline"
 DISPLAY_NAME = "Python 3 (threadline)"
 
 
-def kernel_spec() -> dict[str, object]:
-    """The kernel.json of the installed kernelspec."""
+def kernel_spec(*, provisioner: bool = False) -> dict[str, object]:
+    """The kernel.json of the installed kernelspec.
+
+    ``provisioner``: name threadline's kernel provisioner (``threadline.provisioner``),
+    for a kernelspec that only a Jupyter of this environment reads.
+    """
     import importlib.util
 
     from threadline.io import curve_available
@@ -46,6 +50,10 @@ def kernel_spec() -> dict[str, object]:
         # says it can use them (transport_encryption "auto"; "required" refuses
         # any other). Declared only where this libzmq can encrypt.
         metadata["supported_encryption"] = ["curve"]
+    if provisioner:
+        from threadline.provisioner import NAME
+
+        metadata["kernel_provisioner"] = {"provisioner_name": NAME, "config": {}}
     return {
         "argv": [sys.executable, "-m", "threadline", "-f", "{connection_file}"],
         "display_name": DISPLAY_NAME,
@@ -57,16 +65,27 @@ def kernel_spec() -> dict[str, object]:
 
 
 def install(
-    *, user: bool, prefix: str | None, name: str = KERNEL_NAME, display_name: str = DISPLAY_NAME
+    *,
+    user: bool,
+    prefix: str | None,
+    name: str = KERNEL_NAME,
+    display_name: str = DISPLAY_NAME,
+    provisioner: bool | None = None,
 ) -> str:
-    """Write the kernelspec through jupyter_client; returns where it went."""
+    """Write the kernelspec through jupyter_client; returns where it went.
+
+    ``provisioner`` None: name threadline's provisioner where it is safe, see
+    ``provisioner_by_default``.
+    """
     import json
     import tempfile
     from pathlib import Path
 
     from jupyter_client.kernelspec import KernelSpecManager
 
-    spec = kernel_spec()
+    if provisioner is None:
+        provisioner = provisioner_by_default(user=user, prefix=prefix)
+    spec = kernel_spec(provisioner=provisioner)
     spec["display_name"] = display_name
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, "kernel.json").write_text(json.dumps(spec, indent=2))
@@ -74,6 +93,30 @@ def install(
             scratch, kernel_name=name, user=user, prefix=prefix
         )
     return destination
+
+
+def provisioner_by_default(*, user: bool, prefix: str | None) -> bool:
+    """Whether a kernelspec installed there names threadline's provisioner unless told.
+
+    Only inside this environment (``--sys-prefix``): the Jupyter that reads it
+    is this environment's, which can load the provisioner. A ``--user`` or
+    system-wide kernelspec may be read by a Jupyter installed elsewhere, and
+    ``jupyter_client`` does not list a kernel whose provisioner it cannot load.
+    And only where the provisioner's entry point is installed (not, say, from
+    a source tree on ``PYTHONPATH``).
+    """
+    if user or prefix is None or os.path.realpath(prefix) != os.path.realpath(sys.prefix):
+        return False
+    return provisioner_installed()
+
+
+def provisioner_installed() -> bool:
+    """This environment's ``jupyter_client`` can load threadline's provisioner (its entry point)."""
+    from importlib.metadata import entry_points
+
+    from threadline.provisioner import NAME
+
+    return any(entry.name == NAME for entry in entry_points(group="jupyter_client.kernel_provisioners"))
 
 
 def found_instead(name: str, destination: str) -> str | None:
@@ -294,6 +337,14 @@ def build_parser(*, with_commands: bool = True) -> argparse.ArgumentParser:
     where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
     installer.add_argument("--name", default=KERNEL_NAME)
     installer.add_argument("--display-name", default=DISPLAY_NAME)
+    installer.add_argument(
+        "--provisioner",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="name threadline's kernel provisioner, whose clients reach the kernel without a "
+        "reconnect wait (default: with --sys-prefix only; a Jupyter that cannot load it does "
+        "not list the kernel)",
+    )
     return parser
 
 
@@ -306,7 +357,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(words)
     if args.command == "install":
         prefix = sys.prefix if args.sys_prefix else args.prefix
-        destination = install(user=args.user, prefix=prefix, name=args.name, display_name=args.display_name)
+        if args.provisioner and not provisioner_installed():
+            print(
+                "threadline: --provisioner: this environment has no entry point for it "
+                "(install the package, e.g. pip install -e .); the kernelspec names none.",
+                file=sys.stderr,
+            )
+            args.provisioner = False
+        destination = install(
+            user=args.user,
+            prefix=prefix,
+            name=args.name,
+            display_name=args.display_name,
+            provisioner=args.provisioner,
+        )
         print(f"Installed kernelspec {args.name} in {destination}")
         shadow = found_instead(args.name, destination)
         if shadow is not None:

@@ -24,6 +24,15 @@ accepts the queued connections and the ZeroMQ handshake (Curve included) runs
 as if the client had connected just then. Nothing is lost: the client's bytes
 wait in the kernel's socket buffers.
 
+A client can do better still: threadline's kernel provisioner
+(``threadline.provisioner``, named in the kernelspec) opens these listening
+sockets in the client's own process *before* it spawns the kernel and hands
+them over (their descriptors, and ``THREADLINE_LISTENERS`` naming them): then
+the client's very first connection is accepted and no retry is ever waited
+for. ``listen_early`` takes such descriptors when the variable names a
+listening TCP socket on each of the connection file's ports, and listens
+itself otherwise.
+
 This module must stay cheap to import: the standard library's ``json``,
 ``socket`` and ``os``, nothing of threadline but this file (``threadline.io``'s
 package imports its submodules on first use). Anything unusual -- the ipc
@@ -46,17 +55,37 @@ CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 BACKLOG = 100
 
 
+#: Names the listening descriptors a kernel inherits: ``shell=7,iopub=8,...``.
+INHERITED = "THREADLINE_LISTENERS"
+
+
 def listen_early(connection_file: str | None) -> dict[str, int]:
     """Listen on the connection file's TCP ports; channel -> listening descriptor.
 
-    Empty when the file cannot be used this way (see the module docstring). The
-    caller owns the descriptors: each goes to a ZeroMQ socket (``ZMQ_USE_FD``),
-    or is closed with ``close_all``.
+    The descriptors the launching client handed over (``INHERITED``) if they
+    are exactly those ports' listeners; otherwise new ones. Empty when the
+    file cannot be used this way (see the module docstring). The caller owns
+    the descriptors: each goes to a ZeroMQ socket (``ZMQ_USE_FD``), or is
+    closed with ``close_all``.
     """
-    addresses = _tcp_addresses(connection_file)
-    if addresses is None:
-        return {}
-    host, ports = addresses
+    addresses = _tcp_addresses(_read(connection_file))
+    handed_over = _take_inherited(addresses)
+    if handed_over or addresses is None:
+        return handed_over
+    return _listen_all(*addresses)
+
+
+def listen_for(connection_info: dict[str, object]) -> dict[str, int]:
+    """Listen on the ports of a connection (a kernel manager's ``get_connection_info()``).
+
+    For the client side (``threadline.provisioner``); empty when it cannot be
+    done, exactly as for ``listen_early``.
+    """
+    addresses = _tcp_addresses(connection_info)
+    return {} if addresses is None else _listen_all(*addresses)
+
+
+def _listen_all(host: str, ports: list[int]) -> dict[str, int]:
     listeners: dict[str, int] = {}
     try:
         for channel, port in zip(CHANNELS, ports, strict=True):
@@ -67,16 +96,72 @@ def listen_early(connection_file: str | None) -> dict[str, int]:
     return listeners
 
 
-def _tcp_addresses(connection_file: str | None) -> tuple[str, list[int]] | None:
-    """The file's IPv4 address and its five ports, in ``CHANNELS`` order, or None."""
-    if connection_file is None or os.name != "posix":
-        # Elsewhere SO_REUSEADDR means something else (Windows: another process
-        # may bind the same port) and libzmq takes a SOCKET handle: bind as before.
+def _take_inherited(addresses: tuple[str, list[int]] | None) -> dict[str, int]:
+    """The handed-over listeners, if every one is right; else none (and they are closed).
+
+    The variable is removed either way: the kernel's own child processes must
+    not take it for theirs.
+    """
+    named = os.environ.pop(INHERITED, None)
+    if named is None:
+        return {}
+    fds: dict[str, int] = {}
+    for item in named.split(","):
+        channel, _, number = item.partition("=")
+        if number.isdigit():
+            fds[channel] = int(number)
+    expected = dict(zip(CHANNELS, addresses[1], strict=True)) if addresses is not None else {}
+    right = set(fds) == set(CHANNELS) and addresses is not None
+    for channel, fd in fds.items():
+        right = right and _is_listener(fd, addresses[0] if addresses else "", expected.get(channel))
+    if not right:
+        # Close what was handed over (a descriptor that is not open is skipped):
+        # the ports must be free for the kernel's own listeners.
+        for fd in fds.values():
+            try:  # (not contextlib.suppress: this module imports nothing it can spare)  # noqa: SIM105
+                os.close(fd)
+            except OSError:
+                pass
+        return {}
+    return fds
+
+
+def _is_listener(fd: int, host: str, port: int | None) -> bool:
+    """A listening TCP socket bound to (host, port); made non-blocking and not inheritable."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        if sock.type != socket.SOCK_STREAM or not listening or sock.getsockname() != (host, port):
+            return False
+        sock.setblocking(False)
+        # The spawn made it inheritable: a cell's ``os.system("... &")`` must not
+        # keep the kernel's port after the kernel has gone.
+        sock.set_inheritable(False)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+
+
+def _read(connection_file: str | None) -> object:
+    if connection_file is None:
         return None
     try:
         with open(connection_file, "rb") as handle:
-            raw = json.load(handle)
+            return json.load(handle)
     except (OSError, ValueError):
+        return None
+
+
+def _tcp_addresses(raw: object) -> tuple[str, list[int]] | None:
+    """The connection's IPv4 address and its five ports, in ``CHANNELS`` order, or None."""
+    if os.name != "posix":
+        # Elsewhere SO_REUSEADDR means something else (Windows: another process
+        # may bind the same port) and libzmq takes a SOCKET handle: bind as before.
         return None
     if not isinstance(raw, dict) or raw.get("transport", "tcp") != "tcp":
         return None
