@@ -28,6 +28,7 @@ from traitlets import Bool, Instance, Type, default
 
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
 from threadline.shell.tracebacks import trim_interrupt
+from threadline.shell.transformer import CellTransformer
 
 
 class KernelExitAutocall(ExitAutocall):  # type: ignore[misc]
@@ -61,6 +62,10 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
     @default("exiter")  # type: ignore[untyped-decorator]
     def _default_exiter(self) -> KernelExitAutocall:
         return KernelExitAutocall(self)
+
+    @default("input_transformer_manager")  # type: ignore[untyped-decorator]
+    def _default_input_transformer_manager(self) -> CellTransformer:
+        return CellTransformer()  # IPython's, minus tokenizing plain Python (shell/transformer.py)
 
     @classmethod
     def create(cls, link: KernelLink, **config: Any) -> ThreadlineShell:
