@@ -150,6 +150,7 @@ def test_an_extra_token_transformer_gets_every_cell() -> None:
 
 
 def test_the_kernel_transforms_with_it(kc: BlockingKernelClient) -> None:
-    result = execute(kc, "print(type(get_ipython().input_transformer_manager).__name__)\nx = !echo hi\nprint(x)")
+    code = "print(type(get_ipython().input_transformer_manager).__name__)\nx = !echo hi\nprint(x)"
+    result = execute(kc, code)
     assert result.reply["content"]["status"] == "ok"
     assert result.stdout.split() == ["CellTransformer", "['hi']"]
