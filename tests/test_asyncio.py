@@ -9,7 +9,10 @@ changes nothing; an interrupt stops each kind of cell.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import socket
+import threading
+from typing import Any, cast
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -18,6 +21,7 @@ from jupyter_client.manager import KernelManager
 from tests.kernel_helpers import collect_until_idle, execute, get_reply, wait_for_iopub
 from tests.test_interrupts import interrupt_once
 from tests.test_subshells import create_subshell, execute_in
+from threadline.kernel.shell_channel import ShellChannel
 
 MAIN = (
     "import asyncio\n"
@@ -223,3 +227,88 @@ def test_an_interrupt_stops_a_trio_cell(
         reply = interrupt_once(manager, kc, TRIO_CELLS[kind])
         assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
         assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"  # (noqa: sleep-ok)
+
+
+def test_requests_during_an_awaiting_cell_and_after_it_are_answered(kc: BlockingKernelClient) -> None:
+    """While a cell awaits, the kernel's loop runs outside its idle wait: the IO thread
+    receives then (the idle wait's reader stands down), and the next idle wait reads again."""
+    holding = kc.execute(
+        "import asyncio\n"
+        "for _ in range(20):\n"
+        "    await asyncio.sleep(0.01)\n"  # in the kernel (noqa: sleep-ok)
+    )
+    waiting = {holding, *(kc.kernel_info() for _ in range(5))}
+    while waiting:
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["content"]["status"] == "ok"
+        waiting.discard(reply["parent_header"]["msg_id"])
+    for _ in range(3):
+        assert result_of(kc, "6 * 7") == "42"
+        assert get_reply(kc, kc.kernel_info())["content"]["status"] == "ok"
+
+
+class _SocketLender:
+    """An ``InputLender`` over a socket pair: a byte on it is one request to receive."""
+
+    def __init__(self, channel: ShellChannel) -> None:
+        self.channel = channel
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.reclaimed = 0
+
+    def lend(self) -> int | None:
+        return self.ours.fileno()
+
+    def receive(self) -> None:
+        for byte in self.ours.recv(16):
+            self.channel.post(f"request {byte}")
+
+    def reclaim(self) -> None:
+        self.reclaimed += 1
+
+
+def test_the_idle_waits_reader_stands_down_outside_the_wait_and_comes_back() -> None:
+    """ShellChannel's reader on the lent descriptor stays between waits, stands
+    down when the loop runs outside a wait (an awaiting cell) and is readable,
+    and is added again by the next wait -- which then receives as before."""
+    channel = ShellChannel(
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        flush_streams=lambda parent: None,
+        request_abort_marker=lambda channel: None,
+        on_exit_requested=lambda: None,
+        supported_features=[],
+    )
+    loop = asyncio.new_event_loop()
+    lender = _SocketLender(channel)
+    channel.bind_loop(loop)
+    channel.input_lender = lender
+    channel._serving_ident = threading.get_ident()
+    fd = lender.ours.fileno()
+
+    def reading() -> bool:
+        try:
+            loop._selector.get_key(fd)  # type: ignore[attr-defined]
+        except KeyError:
+            return False
+        return True
+
+    try:
+        lender.theirs.send(b"\x01")
+        assert channel._next_request() == "request 1"
+        assert reading() and lender.reclaimed == 1  # kept from one wait to the next
+
+        async def awaiting_cell() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0)  # in the test's loop (noqa: sleep-ok)
+
+        lender.theirs.send(b"\x02")  # arrives while the loop runs outside the wait
+        loop.run_until_complete(awaiting_cell())
+        assert not reading()  # stood down: not received here, the IO thread's turn
+        assert channel._next_request() == "request 2"  # the next wait reads again
+        assert reading() and lender.reclaimed == 2
+    finally:
+        channel.close_loop()
+        lender.ours.close()
+        lender.theirs.close()

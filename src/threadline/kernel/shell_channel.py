@@ -127,6 +127,9 @@ class ShellChannel:
         self._bell = Doorbell()
         #: Set by the kernel for the main shell (see the module's docstring).
         self.input_lender: InputLender | None = None
+        #: The lent descriptor the loop has a reader on, and whether this wait was lent it.
+        self._reading: int | None = None
+        self._lent = False
         self._serving_ident: int | None = None
         #: The request the IO thread announced (busy, execute_input) as it posted it,
         #: and the lock it holds while it does (the serving thread waits for it).
@@ -210,6 +213,7 @@ class ShellChannel:
         """Really close the bound loop, and the doorbell (when the serving thread ends)."""
         loop = self._loop
         assert loop is not None
+        self._stop_reading()
         loop.remove_reader(self._bell.fileno())
         type(loop).close(loop)
         self._bell.close()
@@ -315,9 +319,12 @@ class ShellChannel:
         while not queue:
             self._waiting = True
             lent = lender.lend() if lender is not None else None
-            if lent is not None:
-                assert lender is not None
-                loop.add_reader(lent, lender.receive)
+            self._lent = lent is not None
+            if lent != self._reading:
+                self._stop_reading()
+                if lent is not None:
+                    loop.add_reader(lent, self._receive_lent)
+                    self._reading = lent
             try:
                 if not queue:  # a post that came before ``_waiting`` was set did not wake us
                     loop.run_forever()
@@ -329,9 +336,30 @@ class ShellChannel:
                 self._waiting = False
                 if lent is not None:
                     assert lender is not None
-                    loop.remove_reader(lent)
+                    self._lent = False
                     lender.reclaim()
         return queue.popleft()
+
+    def _receive_lent(self) -> None:
+        """The lent descriptor is readable: receive here, if this is the wait it was lent to.
+
+        The reader stays on the loop from one wait to the next (adding and
+        removing it around every cell cost 2 % of a ``pass`` round trip: 0.551
+        -> 0.538 ms, A/B with 8 fresh kernels each way, twice): a plain cell
+        does not run the loop, so it cannot fire then. When the loop runs
+        outside the wait -- an awaiting cell -- the IO thread receives; the
+        reader then removes itself, and the next wait adds it again.
+        """
+        if self._waiting and self._lent:
+            assert self.input_lender is not None
+            self.input_lender.receive()
+        else:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None and self._loop is not None:
+            self._loop.remove_reader(self._reading)
+        self._reading = None
 
     def _handle(self, message: Message) -> None:
         allow_stdin = message.msg_type == "execute_request" and bool(message.content.get("allow_stdin", True))
