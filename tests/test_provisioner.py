@@ -247,3 +247,18 @@ def test_install_names_the_provisioner_only_inside_this_environment(tmp_path: Pa
     assert "kernel_provisioner" not in installed()
     assert installed("--provisioner")["kernel_provisioner"] == {"provisioner_name": NAME, "config": {}}
     assert "kernel_provisioner" not in installed("--no-provisioner")
+
+
+def test_a_wrong_hand_over_closes_only_sockets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = connection_file(tmp_path)
+    read_end, write_end = os.pipe()
+    try:
+        monkeypatch.setenv(INHERITED, f"shell={read_end}")
+        listeners = listen_early(str(path))
+        assert sorted(listeners) == sorted(CHANNELS)  # its own
+        os.fstat(read_end)  # the pipe it was wrongly told of is left open
+        for fd in listeners.values():
+            os.close(fd)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

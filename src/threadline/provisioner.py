@@ -22,8 +22,10 @@ accepts the client's first connections straight away and queues what they
 send; the kernel's ZeroMQ sockets take those descriptors over when they are
 built (``ZMQ_USE_FD``), exactly as for the kernel's own early listeners. The
 client keeps no copy: its descriptors are closed as soon as the process is
-spawned (or failed to be). The ports are also held from the moment the
-connection file names them, so no other program can take one in between.
+spawned (or failed to be). The ports are also held from just after the
+connection file is written, so no other program can take one between then and
+the kernel's start (``jupyter_client`` picks free ports by binding and
+releasing them).
 
 Anything that stops the listening (the ipc transport, an address that is not
 IPv4, a port already taken, another operating system) leaves the launch

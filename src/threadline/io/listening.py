@@ -34,7 +34,7 @@ listening TCP socket on each of the connection file's ports, and listens
 itself otherwise.
 
 This module must stay cheap to import: the standard library's ``json``,
-``socket`` and ``os``, nothing of threadline but this file (``threadline.io``'s
+``socket``, ``os`` and ``stat``, nothing of threadline but this file (``threadline.io``'s
 package imports its submodules on first use). Anything unusual -- the ipc
 transport, a host name instead of an address, a port of 0, a port already
 taken, an unreadable file, a system other than POSIX -- means "no early
@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 
 #: The channels, as the connection file names their ports (``<channel>_port``).
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
@@ -115,12 +116,13 @@ def _take_inherited(addresses: tuple[str, list[int]] | None) -> dict[str, int]:
     for channel, fd in fds.items():
         right = right and _is_listener(fd, addresses[0] if addresses else "", expected.get(channel))
     if not right:
-        # Close what was handed over (a descriptor that is not open is skipped):
-        # the ports must be free for the kernel's own listeners.
+        # Close the sockets among them: the ports must be free for the kernel's
+        # own listeners. Whatever else a wrong variable names is not ours.
         for fd in fds.values():
-            try:  # (not contextlib.suppress: this module imports nothing it can spare)  # noqa: SIM105
-                os.close(fd)
-            except OSError:
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.close(fd)
+            except OSError:  # not open
                 pass
         return {}
     return fds
