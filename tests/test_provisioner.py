@@ -28,6 +28,7 @@ from jupyter_client.manager import KernelManager
 from jupyter_client.session import Session as JupyterSession
 
 from tests.kernel_helpers import TIMEOUT, execute
+from tests.test_listening import free_ports
 from threadline.app import kernel_spec, provisioner_by_default, provisioner_installed
 from threadline.io.listening import CHANNELS, INHERITED, listen_early, listen_for
 from threadline.provisioner import NAME, ThreadlineProvisioner
@@ -154,17 +155,6 @@ def test_a_restarted_kernel_listens_again_and_children_do_not_inherit(manager: K
         assert result.stdout.split() == ["None", "None"]
     finally:
         client.stop_channels()
-
-
-def free_ports(count: int) -> list[int]:
-    holders = [socket.socket() for _ in range(count)]
-    try:
-        for holder in holders:
-            holder.bind(("127.0.0.1", 0))
-        return [holder.getsockname()[1] for holder in holders]
-    finally:
-        for holder in holders:
-            holder.close()
 
 
 def connection_file(tmp_path: Path) -> Path:
