@@ -38,6 +38,9 @@ pytestmark = [
     pytest.mark.skipif(not provisioner_installed(), reason="threadline's entry point is not installed here"),
 ]
 
+#: The inode checks read /proc/PID/fd (Linux).
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (open descriptors)")
+
 
 @pytest.fixture
 def provisioned_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -74,6 +77,7 @@ def inode(fd: int) -> str:
     return f"socket:[{os.fstat(fd).st_ino}]"
 
 
+@needs_proc
 def test_clients_that_connected_before_the_kernel_existed_are_answered(
     manager: KernelManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,6 +168,7 @@ def connection_file(tmp_path: Path) -> Path:
     return path
 
 
+@needs_proc
 @pytest.mark.parametrize("case", ["one-missing", "other-ports", "not-descriptors"])
 def test_a_bad_hand_over_is_closed_and_the_kernel_listens_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
