@@ -111,10 +111,14 @@ def _take_inherited(addresses: tuple[str, list[int]] | None) -> dict[str, int]:
         channel, _, number = item.partition("=")
         if number.isdigit():
             fds[channel] = int(number)
-    expected = dict(zip(CHANNELS, addresses[1], strict=True)) if addresses is not None else {}
-    right = set(fds) == set(CHANNELS) and addresses is not None
-    for channel, fd in fds.items():
-        right = right and _is_listener(fd, addresses[0] if addresses else "", expected.get(channel))
+    right = (
+        addresses is not None
+        and set(fds) == set(CHANNELS)
+        and all(
+            _is_listener(fds[channel], addresses[0], port)
+            for channel, port in zip(CHANNELS, addresses[1], strict=True)
+        )
+    )
     if not right:
         # Close the sockets among them: the ports must be free for the kernel's
         # own listeners. Whatever else a wrong variable names is not ours.
@@ -128,7 +132,7 @@ def _take_inherited(addresses: tuple[str, list[int]] | None) -> dict[str, int]:
     return fds
 
 
-def _is_listener(fd: int, host: str, port: int | None) -> bool:
+def _is_listener(fd: int, host: str, port: int) -> bool:
     """A listening TCP socket bound to (host, port); made non-blocking and not inheritable."""
     try:
         sock = socket.socket(fileno=fd)

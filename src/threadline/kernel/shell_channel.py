@@ -127,9 +127,8 @@ class ShellChannel:
         self._bell = Doorbell()
         #: Set by the kernel for the main shell (see the module's docstring).
         self.input_lender: InputLender | None = None
-        #: The lent descriptor the loop has a reader on, and whether this wait was lent it.
+        #: The lent descriptor the loop has a reader on (kept from one wait to the next).
         self._reading: int | None = None
-        self._lent = False
         self._serving_ident: int | None = None
         #: The request the IO thread announced (busy, execute_input) as it posted it,
         #: and the lock it holds while it does (the serving thread waits for it).
@@ -319,8 +318,7 @@ class ShellChannel:
         while not queue:
             self._waiting = True
             lent = lender.lend() if lender is not None else None
-            self._lent = lent is not None
-            if lent != self._reading:
+            if lent != self._reading:  # so during a wait, a reader means this wait was lent it
                 self._stop_reading()
                 if lent is not None:
                     loop.add_reader(lent, self._receive_lent)
@@ -336,7 +334,6 @@ class ShellChannel:
                 self._waiting = False
                 if lent is not None:
                     assert lender is not None
-                    self._lent = False
                     lender.reclaim()
         return queue.popleft()
 
@@ -350,7 +347,7 @@ class ShellChannel:
         outside the wait -- an awaiting cell -- the IO thread receives; the
         reader then removes itself, and the next wait adds it again.
         """
-        if self._waiting and self._lent:
+        if self._waiting:
             assert self.input_lender is not None
             self.input_lender.receive()
         else:

@@ -18,7 +18,10 @@ One thing the skipped tokenization did besides: a cell whose dedent matches
 no outer indentation level made ``tokenize`` raise ``IndentationError`` before
 the cell was compiled, reported at ``File <tokenize>``. Here the compiler
 reports the same error, at the cell's own line (docs/compatibility.md).
-``check_complete`` (``is_complete_request``) is IPython's, unchanged.
+``check_complete`` (``is_complete_request``) is IPython's, unchanged -- which
+is why the test sits in ``transform_cell`` (IPython's five lines, repeated
+around it) and not in ``do_token_transforms``, which ``check_complete`` also
+calls and which there turns that ``IndentationError`` into "invalid".
 """
 
 from __future__ import annotations
