@@ -27,6 +27,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance, Type, default
 
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
+from threadline.shell.history import KernelHistoryManager
 from threadline.shell.tracebacks import trim_interrupt
 from threadline.shell.transformer import CellTransformer
 
@@ -82,6 +83,11 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
         env["PAGER"] = "cat"
         env["GIT_PAGER"] = "cat"
         env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+    def init_history(self) -> None:
+        """IPython's history, written without holding up the next cell (``shell/history.py``)."""
+        self.history_manager = KernelHistoryManager(shell=self, parent=self)
+        self.configurables.append(self.history_manager)
 
     @contextmanager
     def _tee(self, channel: str) -> Iterator[None]:

@@ -1,0 +1,227 @@
+"""The kernel's history manager: IPython's rows, written without holding up the next cell."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+from IPython.core.history import HistoryManager
+from IPython.core.interactiveshell import InteractiveShellABC
+from jupyter_client.blocking.client import BlockingKernelClient
+
+from tests.kernel_helpers import TIMEOUT, execute, get_reply, start_kernel, stop_kernel
+from threadline.shell.history import KernelHistoryManager
+
+WAIT = 10.0  # a safety net: every wait below ends on an event
+
+
+class GatedConnection:
+    """A real SQLite connection whose statements wait for ``gate``: a write held open."""
+
+    def __init__(self, path: Path) -> None:
+        self.real = sqlite3.connect(path, check_same_thread=False)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.real.__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Any:
+        return self.real.__exit__(kind, exc, tb)
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        self.entered.set()
+        assert self.gate.wait(WAIT), "the test never opened the gate"
+        return self.real.execute(*args)
+
+
+class ArrivalLock:
+    """A lock that says when a second thread comes to take it (the first still holding it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._arrivals = 0
+        self.second_arrived = threading.Event()
+
+    def __enter__(self) -> None:
+        self._arrivals += 1
+        if self._arrivals == 2:
+            self.second_arrived.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class UserNamespace:
+    """What the history manager uses of its shell: ``push`` (the ``_i``, ``_i1``... variables)."""
+
+    def __init__(self) -> None:
+        self.user_ns: dict[str, Any] = {}
+
+    def push(self, variables: dict[str, Any], interactive: bool = True) -> None:
+        self.user_ns.update(variables)
+
+
+InteractiveShellABC.register(UserNamespace)
+
+
+def _without_saving_thread(manager: HistoryManager) -> HistoryManager:
+    """The test writes the cache out itself, when it chooses."""
+    if manager.save_thread is not None:
+        manager.save_thread.stop()
+        manager.save_thread = None
+    manager.using_thread = False
+    return manager
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[HistoryManager]:
+    made = _without_saving_thread(
+        KernelHistoryManager(shell=UserNamespace(), hist_file=tmp_path / "history.sqlite")
+    )
+    try:
+        yield made
+    finally:
+        made.db.close()
+
+
+def _rows(manager: HistoryManager) -> list[tuple[int, str]]:
+    query = "SELECT line, source FROM history WHERE session = ? ORDER BY line"
+    return list(manager.db.execute(query, (manager.session_number,)))
+
+
+def _in_thread(function: Any) -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+
+    def run() -> None:
+        function()
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, done
+
+
+def test_a_cell_is_stored_while_the_previous_cells_write_is_under_way(manager: HistoryManager) -> None:
+    # IPython's own manager holds the cache's lock for the whole transaction:
+    # the second store_inputs would wait for the gate, and this test time out.
+    manager.store_inputs(1, "a = 1")
+    gated = GatedConnection(manager.hist_file)
+    writer, written = _in_thread(lambda: manager.writeout_cache(gated))
+    assert gated.entered.wait(WAIT)
+
+    _, stored = _in_thread(lambda: manager.store_inputs(2, "b = 2"))
+    assert stored.wait(WAIT), "store_inputs waited for the previous cell's write"
+
+    gated.gate.set()
+    assert written.wait(WAIT)
+    writer.join(WAIT)
+    manager.writeout_cache()
+    assert _rows(manager) == [(1, "a = 1"), (2, "b = 2")]
+    assert manager.input_hist_raw[1:] == ["a = 1", "b = 2"]
+    assert manager.shell.user_ns["_i2"] == "b = 2"
+
+
+def test_a_reader_finds_every_cell_stored_before_it_asked(manager: HistoryManager) -> None:
+    # ``search`` and ``get_tail`` write the cache out first and then query the
+    # database: a write under way elsewhere (its rows taken out of the cache
+    # already) must be finished first, or the reader would miss those rows.
+    arrivals = ArrivalLock()
+    manager._writing = arrivals  # type: ignore[attr-defined]
+    manager.store_inputs(1, "first = 1")
+    gated = GatedConnection(manager.hist_file)
+    _, written = _in_thread(lambda: manager.writeout_cache(gated))
+    assert gated.entered.wait(WAIT)
+    manager.store_inputs(2, "second = 2")
+
+    seen: list[tuple[int, str, str]] = []
+    _, read = _in_thread(lambda: seen.extend(manager.get_tail(10, raw=True, include_latest=True)))
+    assert arrivals.second_arrived.wait(WAIT), "the reader did not wait for the write under way"
+    gated.gate.set()
+    assert written.wait(WAIT)
+    assert read.wait(WAIT)
+    assert [(line, source) for _, line, source in seen] == [(1, "first = 1"), (2, "second = 2")]
+
+
+def test_a_clash_moves_history_to_a_new_session_as_ipython_does(
+    manager: HistoryManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first_session = manager.session_number
+    with manager.db:
+        manager.db.execute("INSERT INTO history VALUES (?, 1, 'taken', 'taken')", (first_session,))
+    manager.store_inputs(1, "mine = 1")
+    manager.writeout_cache()
+    assert manager.session_number != first_session
+    assert _rows(manager) == [(1, "mine = 1")]
+    assert "History logging moved to new session" in capsys.readouterr().out
+    assert manager.db_input_cache == []
+
+
+def test_outputs_are_written_when_the_profile_logs_them(manager: HistoryManager) -> None:
+    manager.db_log_output = True
+    manager.store_inputs(1, "6 * 7")
+    manager.output_hist_reprs[1] = "42"
+    manager.store_output(1)
+    manager.writeout_cache()
+    query = "SELECT line, output FROM output_history WHERE session = ?"
+    assert list(manager.db.execute(query, (manager.session_number,))) == [(1, "42")]
+    assert manager.db_output_cache == []
+
+
+def test_a_disabled_history_writes_nothing(tmp_path: Path) -> None:
+    disabled = KernelHistoryManager(shell=UserNamespace(), hist_file=tmp_path / "off.sqlite", enabled=False)
+    disabled.store_inputs(1, "x = 1")
+    disabled.writeout_cache()  # no database to write to: returns quietly
+    assert disabled.input_hist_raw[1:] == ["x = 1"]
+
+
+# -- in a kernel ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history_kernel() -> Iterator[BlockingKernelClient]:
+    manager, client = start_kernel()
+    try:
+        yield client
+    finally:
+        stop_kernel(manager, client)
+
+
+def test_cells_sent_back_to_back_are_all_in_the_database(history_kernel: BlockingKernelClient) -> None:
+    kc = history_kernel
+    where = execute(
+        kc,
+        "_h = get_ipython().history_manager",
+        user_expressions={
+            "file": "str(_h.hist_file)",
+            "kind": "type(_h).__name__",
+            "session": "_h.session_number",
+        },
+    ).content["user_expressions"]
+    assert where["kind"]["data"]["text/plain"] == "'KernelHistoryManager'"
+    hist_file = where["file"]["data"]["text/plain"].strip("'")
+    session = int(where["session"]["data"]["text/plain"])
+
+    cells = [f"value_{n} = {n}" for n in range(60)]
+    ids = [kc.execute(cell, store_history=True) for cell in cells]  # all sent before any reply
+    replies = [get_reply(kc, msg_id) for msg_id in ids]
+    assert [r["content"]["status"] for r in replies] == ["ok"] * len(cells)
+
+    tail = get_reply(kc, kc.history(hist_access_type="tail", n=len(cells), raw=True, output=False))
+    assert [entry[2] for entry in tail["content"]["history"]] == cells
+
+    # Straight from the file, through another connection: every row committed.
+    with sqlite3.connect(hist_file, timeout=TIMEOUT) as db:
+        stored = [
+            row[0]
+            for row in db.execute("SELECT source FROM history WHERE session = ? ORDER BY line", (session,))
+        ]
+    assert stored == ["_h = get_ipython().history_manager", *cells]
