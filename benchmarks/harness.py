@@ -195,13 +195,13 @@ class KernelHandle:
         frames = self.session.serialize(msg)
         return msg["header"]["msg_id"].encode(), frames
 
-    def execute_frames(self, code: str) -> tuple[bytes, list[bytes]]:
+    def execute_frames(self, code: str, *, store_history: bool = False) -> tuple[bytes, list[bytes]]:
         return self.request_frames(
             "execute_request",
             {
                 "code": code,
                 "silent": False,
-                "store_history": False,
+                "store_history": store_history,
                 "user_expressions": {},
                 "allow_stdin": False,
                 "stop_on_error": True,
