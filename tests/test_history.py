@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ import pytest
 from IPython.core.history import HistoryManager
 from IPython.core.interactiveshell import InteractiveShellABC
 from jupyter_client.blocking.client import BlockingKernelClient
+from traitlets.config import Config
 
 from tests.kernel_helpers import TIMEOUT, execute, get_reply, start_kernel, stop_kernel
 from threadline.shell.history import KernelHistoryManager
@@ -183,20 +186,97 @@ def test_a_disabled_history_writes_nothing(tmp_path: Path) -> None:
     assert disabled.input_hist_raw[1:] == ["x = 1"]
 
 
-# -- in a kernel ---------------------------------------------------------------------------
+# -- the saving thread's pace ------------------------------------------------------------
+
+
+class PacingSeen(threading.Event):
+    """The manager's ``_hurry`` event, which also says when the saving thread starts pacing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pacing = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pacing.set()
+        return super().wait(timeout)
+
+
+Saving = tuple[HistoryManager, "queue.Queue[list[tuple[Any, ...]]]", PacingSeen]
 
 
 @pytest.fixture
-def history_kernel() -> Iterator[BlockingKernelClient]:
-    manager, client = start_kernel()
+def saving(tmp_path: Path) -> Iterator[Saving]:
+    """A manager whose own saving thread runs, an hour between writes; each write's rows."""
+    made = KernelHistoryManager(
+        shell=UserNamespace(), hist_file=tmp_path / "history.sqlite", write_interval=3600
+    )
+    writes: queue.Queue[list[tuple[Any, ...]]] = queue.Queue()
+    write_inputs = made._write_inputs
+
+    def recorded(conn: sqlite3.Connection, inputs: list[tuple[Any, ...]]) -> None:
+        write_inputs(conn, inputs)
+        if inputs:
+            writes.put([row[:2] for row in inputs])
+
+    made._write_inputs = recorded
+    made._hurry = hurry = PacingSeen()
     try:
-        yield client
+        yield made, writes, hurry
     finally:
-        stop_kernel(manager, client)
+        made.close()
 
 
-def test_cells_sent_back_to_back_are_all_in_the_database(history_kernel: BlockingKernelClient) -> None:
-    kc = history_kernel
+def test_a_cell_after_a_quiet_spell_is_written_at_once(saving: Saving) -> None:
+    manager, writes, _ = saving
+    manager.store_inputs(1, "a = 1")
+    assert writes.get(timeout=WAIT) == [(1, "a = 1")]  # not an hour later
+
+
+def test_cells_of_a_burst_are_written_together_and_a_fork_hurries_them(saving: Saving) -> None:
+    manager, writes, hurry = saving
+    manager.store_inputs(1, "a = 1")
+    assert writes.get(timeout=WAIT) == [(1, "a = 1")]
+    manager.store_inputs(2, "b = 2")
+    assert hurry.pacing.wait(WAIT), "the saving thread wrote the burst's first cell at once"
+    manager.store_inputs(3, "c = 3")
+    manager.store_inputs(4, "d = 4")
+    # What IPython does before a fork (and at exit): stop the saving thread.
+    _, stopped = _in_thread(manager._stop_save_thread)
+    assert writes.get(timeout=WAIT) == [(2, "b = 2"), (3, "c = 3"), (4, "d = 4")]  # one transaction
+    assert stopped.wait(WAIT)
+    assert _rows(manager) == [(1, "a = 1"), (2, "b = 2"), (3, "c = 3"), (4, "d = 4")]
+    # Restarted by the next cell, as after a fork; paces afresh.
+    manager.store_inputs(5, "e = 5")
+    assert manager.save_thread is not None and manager.save_thread.is_alive()
+
+
+def test_a_reader_does_not_wait_for_the_pace(saving: Saving) -> None:
+    manager, writes, hurry = saving
+    manager.store_inputs(1, "a = 1")
+    assert writes.get(timeout=WAIT) == [(1, "a = 1")]
+    manager.store_inputs(2, "b = 2")
+    assert hurry.pacing.wait(WAIT)
+    seen: list[tuple[int, int, str]] = []
+    _, read = _in_thread(lambda: seen.extend(manager.get_tail(10, raw=True, include_latest=True)))
+    assert read.wait(WAIT), "the reader waited for the saving thread's pace"
+    assert [(line, source) for _, line, source in seen] == [(1, "a = 1"), (2, "b = 2")]
+
+
+def test_the_pace_is_configurable(tmp_path: Path) -> None:
+    config = Config()
+    config.KernelHistoryManager.write_interval = 0.0
+    made = KernelHistoryManager(shell=UserNamespace(), hist_file=tmp_path / "h.sqlite", config=config)
+    try:
+        assert made.write_interval == 0.0
+    finally:
+        made.close()
+
+
+# -- in a kernel ---------------------------------------------------------------------------
+
+
+def _where_history_goes(kc: BlockingKernelClient) -> tuple[str, int]:
+    """The kernel's history file and session number (and that its manager is threadline's)."""
     where = execute(
         kc,
         "_h = get_ipython().history_manager",
@@ -207,21 +287,53 @@ def test_cells_sent_back_to_back_are_all_in_the_database(history_kernel: Blockin
         },
     ).content["user_expressions"]
     assert where["kind"]["data"]["text/plain"] == "'KernelHistoryManager'"
-    hist_file = where["file"]["data"]["text/plain"].strip("'")
-    session = int(where["session"]["data"]["text/plain"])
+    return where["file"]["data"]["text/plain"].strip("'"), int(where["session"]["data"]["text/plain"])
 
-    cells = [f"value_{n} = {n}" for n in range(60)]
+
+def _run_back_to_back(kc: BlockingKernelClient, cells: list[str]) -> None:
     ids = [kc.execute(cell, store_history=True) for cell in cells]  # all sent before any reply
     replies = [get_reply(kc, msg_id) for msg_id in ids]
     assert [r["content"]["status"] for r in replies] == ["ok"] * len(cells)
 
-    tail = get_reply(kc, kc.history(hist_access_type="tail", n=len(cells), raw=True, output=False))
-    assert [entry[2] for entry in tail["content"]["history"]] == cells
 
-    # Straight from the file, through another connection: every row committed.
+def _stored(hist_file: str, session: int) -> list[str]:
+    """Straight from the file, through a connection of this process: what is committed."""
     with sqlite3.connect(hist_file, timeout=TIMEOUT) as db:
-        stored = [
-            row[0]
-            for row in db.execute("SELECT source FROM history WHERE session = ? ORDER BY line", (session,))
-        ]
-    assert stored == ["_h = get_ipython().history_manager", *cells]
+        query = "SELECT source FROM history WHERE session = ? ORDER BY line"
+        return [row[0] for row in db.execute(query, (session,))]
+
+
+CELLS = [f"value_{n} = {n}" for n in range(60)]
+FIRST = "_h = get_ipython().history_manager"
+
+
+def test_cells_sent_back_to_back_are_all_in_the_database(kc: BlockingKernelClient) -> None:
+    hist_file, session = _where_history_goes(kc)
+    _run_back_to_back(kc, CELLS)
+    tail = get_reply(kc, kc.history(hist_access_type="tail", n=len(CELLS), raw=True, output=False))
+    assert [entry[2] for entry in tail["content"]["history"]] == CELLS
+    assert _stored(hist_file, session) == [FIRST, *CELLS]  # the tail wrote the cache out first
+
+
+FORK = "import os\nchild = os.fork()\nif child == 0:\n    os._exit(0)\nos.waitpid(child, 0)"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("fork_first", [False, True], ids=["started", "restarted-after-fork"])
+def test_a_burst_is_in_the_database_after_the_kernel_shuts_down(fork_first: bool) -> None:
+    # An hour between writes: only the way out can have written the burst. A
+    # fork stops IPython's saving thread and the next cell starts a new one,
+    # whose own atexit ``stop`` (which joins it) then runs before the shell's:
+    # the pace must give way to it, or the kernel hangs on its way out.
+    manager, kc = start_kernel(extra_arguments=["--KernelHistoryManager.write_interval=3600"])
+    try:
+        interval = execute(kc, "pass", user_expressions={"i": "get_ipython().history_manager.write_interval"})
+        assert interval.content["user_expressions"]["i"]["data"]["text/plain"] == "3600.0"
+        first = [FORK] if fork_first else []
+        if fork_first:
+            assert execute(kc, FORK).content["status"] == "ok"
+        hist_file, session = _where_history_goes(kc)
+        _run_back_to_back(kc, CELLS)
+    finally:
+        stop_kernel(manager, kc)  # an orderly shutdown_request
+    assert _stored(hist_file, session) == ["pass", *first, FIRST, *CELLS]

@@ -15,8 +15,21 @@ holds the cache's lock only to take the cache (swapping in an empty list):
 the transaction runs outside it. A lock of its own keeps writers in order, so
 a reader that first writes the cache out (``search``, ``get_tail``,
 ``end_session``) still finds every cell stored before it asked -- it waits for
-a write under way, then writes what came since. The database, its rows and
-the moments they are written are IPython's; only the waiting is gone.
+a write under way, then writes what came since.
+
+In a burst of cells it also writes less often. Waking the saving thread after
+every cell costs more than the write itself: it wakes on the other CPU and
+takes the GIL from the cell (measured, ``pass`` round trips with history, 4
+kernels each way: 0.62 ms with no saving thread, 0.78 with one woken per cell
+that writes nothing, 0.92 writing). So the saving thread writes at most once
+per ``write_interval`` (50 ms): a cell after a quiet spell is written at once,
+as by IPython; cells that follow within the interval are written together at
+its end, in one transaction, and wake nobody meanwhile (``store_inputs`` sets
+an event no thread waits on). What a kernel killed outright can lose is the
+last interval's cells of a burst; a reader or the kernel's exit writes the
+cache out at once; a fork (which stops the saving thread) cuts the interval
+short. ``c.KernelHistoryManager.write_interval = 0`` gives IPython's pace.
+The database, its rows and their order are IPython's.
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from typing import Any
 
 from IPython.core.history import HistoryManager
+from traitlets import Float
 
 
 class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
@@ -36,9 +51,18 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
     db_input_cache: list[tuple[Any, ...]]
     db_output_cache: list[tuple[Any, ...]]
 
+    write_interval = Float(
+        0.05,
+        help="Seconds the history thread lets pass between two writes to the database "
+        "(cells stored meanwhile are written together); 0: after every cell, as IPython.",
+    ).tag(config=True)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Before IPython's constructor, which may start the saving thread.
         self._writing = threading.Lock()
+        self._last_write = float("-inf")
+        #: Set while the saving thread is being stopped: a paced write goes at once.
+        self._hurry = threading.Event()
         super().__init__(*args, **kwargs)
 
     def writeout_cache(self, conn: sqlite3.Connection | None = None) -> None:
@@ -47,11 +71,36 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
             return
         if conn is None:
             conn = self.db
+        if threading.current_thread() is self.save_thread:
+            self._pace()
         with self._writing:
             inputs = _take(self.db_input_cache, self.db_input_cache_lock)
             outputs = _take(self.db_output_cache, self.db_output_cache_lock)
             self._write_inputs(conn, inputs)
             self._write_outputs(conn, outputs)
+            self._last_write = time.monotonic()
+
+    def _pace(self) -> None:
+        """On the saving thread: wait until ``write_interval`` has passed since the last write.
+
+        Cut short by ``_stop_save_thread``, and -- looked at every
+        ``_STOP_CHECK`` seconds -- by the thread's own ``stop``, which IPython
+        registers with ``atexit`` and which joins the thread.
+        """
+        thread = self.save_thread
+        deadline = self._last_write + self.write_interval
+        while (wait := deadline - time.monotonic()) > 0 and not getattr(thread, "_stop_now", False):
+            if self._hurry.wait(min(wait, _STOP_CHECK)):
+                return
+
+    def _stop_save_thread(self) -> None:
+        """IPython's (before a fork, and at exit): the saving thread stops; a paced
+        write it is waiting to make goes at once."""
+        self._hurry.set()
+        try:
+            super()._stop_save_thread()
+        finally:
+            self._hurry.clear()
 
     def _write_inputs(self, conn: sqlite3.Connection, inputs: list[tuple[Any, ...]]) -> None:
         if not inputs:
@@ -76,6 +125,10 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
             _insert(conn, _OUTPUT_ROW, self.session_number, outputs)
         except sqlite3.IntegrityError:
             print("!! Session/line number for output was not unique in database. Output will not be stored.")
+
+
+#: How often a long pace looks whether the saving thread is being stopped.
+_STOP_CHECK = 0.05
 
 
 def _take(cache: list[tuple[Any, ...]], lock: threading.Lock) -> list[tuple[Any, ...]]:
