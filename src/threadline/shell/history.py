@@ -11,7 +11,7 @@ follows a quick one waits for the previous cell's commit: with
 ``store_inputs`` 456 us median, blocked; the write 965 us).
 
 ``KernelHistoryManager`` writes the same rows with the same statements, but
-holds the cache's lock only to take the cache (swapping in an empty list):
+holds the cache's lock only to take the cache (emptying it in place):
 the transaction runs outside it. A lock of its own keeps writers in order, so
 a reader that first writes the cache out (``search``, ``get_tail``,
 ``end_session``) still finds every cell stored before it asked -- it waits for
@@ -45,7 +45,7 @@ from traitlets import Float
 
 
 class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
-    """IPython's ``HistoryManager``; its writes do not block ``store_inputs``."""
+    """IPython's ``HistoryManager``; its writes block no cell, and a burst is written together."""
 
     # IPython's traits (annotations only: the traits themselves stay IPython's).
     db_input_cache: list[tuple[Any, ...]]
