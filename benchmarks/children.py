@@ -165,7 +165,8 @@ def measure(
             header, parent, content = parts(message)
             if b"status" in header and b"idle" in content and msg_id in parent and not idle:
                 idle, to_idle = True, time.perf_counter() - started
-    mine, elsewhere = [], []
+    mine: list[str] = []
+    elsewhere: list[str] = []
     # Why a cell fell short, printed: a child that failed to start or import, the
     # cell's error or a kernel that never went idle all count 0 lines otherwise.
     problems = [] if idle else [f"no idle within {timeout:.0f} s"]
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_dir = Path(tempfile.mkdtemp(prefix="bench-children-"))
     (worker_dir / "bench_worker.py").write_text(WORKER)
     setup = f"import sys\nsys.path.insert(0, {str(worker_dir)!r})\nimport bench_worker"
-    results: dict[str, dict[str, list[dict[str, int]]]] = {name: {} for name in scenarios}
+    results: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in scenarios}
     try:
         for kind in kernel_names:
             with running_kernel(kind) as handle:

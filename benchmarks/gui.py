@@ -87,7 +87,7 @@ def measure(kind: str, gui: str, idle: float, requests: int) -> dict[str, float]
         before = cpu_seconds(handle.pid)
         time.sleep(idle)  # the idle interval being measured
         idle_cpu = (cpu_seconds(handle.pid) - before) / idle * 100
-        times = []
+        times: list[float] = []
         for _ in range(requests):
             msg_id, frames = handle.execute_frames("pass")
             started = time.perf_counter()

@@ -70,7 +70,7 @@ def isolate_jupyter_dirs(kernels: Sequence[Installed]) -> Path:
     for installed in kernels:
         spec_dir = root / "data" / "kernels" / kernelspec_name(installed.peer.name)
         spec_dir.mkdir(parents=True)
-        spec = {
+        spec: dict[str, Any] = {
             "argv": installed.kernel_argv(),
             "display_name": f"bench {installed.peer.name}",
             "language": "python",
@@ -307,7 +307,8 @@ class KernelHandle:
     def decode(self, frames: list[bytes]) -> dict[str, Any]:
         """Decode and verify (HMAC) one received message with jupyter_client's Session."""
         _, msg_list = self.session.feed_identities(frames)
-        return self.session.deserialize(msg_list, content=True)
+        message: dict[str, Any] = self.session.deserialize(msg_list, content=True)
+        return message
 
     def rss_status(self) -> dict[str, int]:
         """VmRSS and VmHWM of the kernel process, in kB."""

@@ -64,7 +64,8 @@ def _finish(child: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, f
         if child.poll() is None:
             child.kill()
             child.wait()
-    return json.loads(out.strip().splitlines()[-1])
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def throughput(kind: str, count: int) -> float:

@@ -46,7 +46,7 @@ def run_notebooks(kind: str, sizes: Sizes) -> dict[str, float]:
     runtime_log = Path(os.environ.get("JUPYTER_RUNTIME_DIR", tempfile.gettempdir())) / "notebooks.log"
     out: dict[str, float] = {}
     for stem in NOTEBOOKS:
-        nb = nbformat.read(EXAMPLES / f"{stem}.ipynb", as_version=4)
+        nb = nbformat.read(EXAMPLES / f"{stem}.ipynb", as_version=4)  # type: ignore[no-untyped-call]
         last = [0.0]
 
         def executed(*, last: list[float] = last, **_: Any) -> None:
