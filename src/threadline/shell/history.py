@@ -103,8 +103,6 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
             self._hurry.clear()
 
     def _write_inputs(self, conn: sqlite3.Connection, inputs: list[tuple[Any, ...]]) -> None:
-        if not inputs:
-            return
         try:
             _insert(conn, _INPUT_ROW, self.session_number, inputs)
         except sqlite3.IntegrityError:
@@ -119,8 +117,6 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
                 _insert(conn, _INPUT_ROW, self.session_number, inputs)
 
     def _write_outputs(self, conn: sqlite3.Connection, outputs: list[tuple[Any, ...]]) -> None:
-        if not outputs:
-            return
         try:
             _insert(conn, _OUTPUT_ROW, self.session_number, outputs)
         except sqlite3.IntegrityError:
@@ -148,7 +144,10 @@ _OUTPUT_ROW = "INSERT INTO output_history VALUES (?, ?, ?)"
 
 
 def _insert(conn: sqlite3.Connection, statement: str, session: int, rows: list[tuple[Any, ...]]) -> None:
-    """One transaction: every row, prefixed with the session number (all or none)."""
+    """One transaction: every row, prefixed with the session number (all or none; none
+    at all for no rows)."""
+    if not rows:
+        return
     with conn:
         for row in rows:
             conn.execute(statement, (session, *row))
