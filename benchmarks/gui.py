@@ -115,7 +115,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--no-peers", action="store_true")
     args = parser.parse_args()
-    kernels = [peers.ensure(peers.THREADLINE, peers.default_cache())]
+    # threadline from the development environment: Qt (PySide6) is installed only there.
+    kernels = [peers.development()]
     if not args.no_peers:
         ipykernel = next(p for p in peers.PEERS if p.name == "ipykernel")
         installed = peers.ensure(ipykernel, peers.default_cache())

@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "kernels": kinds,
         "versions": {i.peer.name: i.version for i in ready},
+        "environments": {i.peer.name: i.note or i.python for i in ready},
         "not_installed": missing,
         "quick": args.quick,
         "sizes": vars(sizes),
@@ -349,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out} (load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f})")
     for name, error in missing.items():
         print(f"peer {name} was not measured: {error}")
+    for installed in ready:
+        if installed.note:
+            print(f"{installed.peer.name} ran from {installed.note}")
     failed = any(summary["errors"] for summary in summaries.values())
     failed = failed or bool(encrypted and encrypted["errors"])
     return 1 if failed else 0
