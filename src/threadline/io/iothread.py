@@ -455,21 +455,21 @@ class IOThread:
         finally:
             receiving.release()
 
-    def receive_here(self, channel: str) -> None:
+    def receive_here(self, channel: str) -> int:
         """Receive and dispatch, on the calling thread, everything ``channel`` holds now.
 
         For a thread that was lent the socket (``lend``), when its descriptor
         is readable. If another thread is receiving from it just then, that
-        thread reads it empty, and this returns at once.
+        thread reads it empty, and this returns at once. Returns how many
+        messages were dispatched here.
         """
         if self.is_io_thread():
             raise IOThreadError("receive_here() is for the thread the socket was lent to")
         receiving = self._receive_locks[channel]
         if not receiving.acquire(blocking=False):
-            return
+            return 0
         try:
-            if not self._closed:
-                self._receive_locked(channel)
+            return 0 if self._closed else self._receive_locked(channel)
         finally:
             receiving.release()
 
@@ -509,30 +509,33 @@ class IOThread:
         with contextlib.suppress(RuntimeError):  # closed: nothing more is received
             self.outbox.call_soon(functools.partial(self._touched.add, channel))
 
-    def _receive_locked(self, channel: str) -> None:
+    def _receive_locked(self, channel: str) -> int:
+        """Receive and dispatch until ``channel`` is empty; how many messages were dispatched."""
         session, sock, lock = self.session, self._sockets[channel], self._locks[channel]
+        dispatched = 0
         first = True
         while True:
             # The socket lock is held for the receive only: dispatching may send on it.
             with lock:
                 if self._closed:
-                    return
+                    return dispatched
                 # After a message, look before receiving again: the receive that
                 # finds nothing raises zmq.Again, whose construction costs more
                 # than the look (4.5 us against 1.9 in a loop; it was 8 % of the
                 # main thread's samples answering kernel_info).
                 if not first and not _events(sock) & _POLLIN:
-                    return
+                    return dispatched
                 first = False
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
-                    return
+                    return dispatched
             try:
                 message = session.decode(frames)
             except RemoteProtocolError as exc:
                 self._note_dropped(channel, exc)
                 continue
+            dispatched += 1
             try:
                 self._dispatch(channel, message)
             except Exception:
