@@ -248,30 +248,52 @@ def test_requests_during_an_awaiting_cell_and_after_it_are_answered(kc: Blocking
 
 
 class _SocketLender:
-    """An ``InputLender`` over a socket pair: a byte on it is one request to receive."""
+    """An ``InputLender`` over a socket pair: a byte on it is one request to receive.
 
-    def __init__(self, channel: ShellChannel) -> None:
+    ``window``: what ``poll_window`` offers (seconds). A byte of 0xA0 or more
+    stands for a request answered on the spot (as ``kernel_info`` is): noted in
+    ``answered``, not posted; the peer then sends the next of ``then_send``
+    (the client's next request, sent once it has the answer).
+    """
+
+    def __init__(self, channel: ShellChannel, window: float = 0.0) -> None:
         self.channel = channel
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)
         self.reclaimed = 0
+        self.window = window
+        self.answered: list[int] = []
+        self.then_send: list[bytes] = []
+        self.lent = threading.Event()
 
     def lend(self) -> int | None:
+        self.lent.set()
         return self.ours.fileno()
 
-    def receive(self) -> None:
-        for byte in self.ours.recv(16):
-            self.channel.post(f"request {byte}")
+    def receive(self) -> int:
+        try:
+            data = self.ours.recv(1)  # one request per call, as each message is one
+        except BlockingIOError:
+            return 0
+        for byte in data:
+            if byte >= 0xA0:
+                self.answered.append(byte)
+                if self.then_send:
+                    self.theirs.send(self.then_send.pop(0))
+            else:
+                self.channel.post(f"request {byte}")
+        return len(data)
 
     def reclaim(self) -> None:
         self.reclaimed += 1
 
+    def poll_window(self) -> float:
+        return self.window
 
-def test_the_idle_waits_reader_stands_down_outside_the_wait_and_comes_back() -> None:
-    """ShellChannel's reader on the lent descriptor stays between waits, stands
-    down when the loop runs outside a wait (an awaiting cell) and is readable,
-    and is added again by the next wait -- which then receives as before."""
-    channel = ShellChannel(
+
+def make_channel() -> ShellChannel:
+    """A ShellChannel with nothing behind it: for tests of its idle wait alone."""
+    return ShellChannel(
         cast(Any, None),
         cast(Any, None),
         cast(Any, None),
@@ -280,6 +302,13 @@ def test_the_idle_waits_reader_stands_down_outside_the_wait_and_comes_back() -> 
         on_exit_requested=lambda: None,
         supported_features=[],
     )
+
+
+def test_the_idle_waits_reader_stands_down_outside_the_wait_and_comes_back() -> None:
+    """ShellChannel's reader on the lent descriptor stays between waits, stands
+    down when the loop runs outside a wait (an awaiting cell) and is readable,
+    and is added again by the next wait -- which then receives as before."""
+    channel = make_channel()
     loop = asyncio.new_event_loop()
     lender = _SocketLender(channel)
     channel.bind_loop(loop)

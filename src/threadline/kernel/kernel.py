@@ -73,6 +73,13 @@ CHILD_SEND_WARNING = (
 #: How long shell requests wait for iopub's first subscriber (see _hold_or_route_shell).
 FIRST_SUBSCRIBER_WAIT = 2.0
 
+#: How long the main thread, after a request that came quickly, polls for the next
+#: one before it sleeps (seconds; see "Requests that come back to back" in
+#: kernel/shell_channel.py).
+POLL_WINDOW = 0.001
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_SEVERAL_CPUS = _CPUS > 1
+
 
 def _put_working_directory_on_path() -> None:
     """``''`` on ``sys.path``, where IPython puts it (before site-packages), so a module
@@ -571,8 +578,15 @@ class _ShellLender:
             return None
         return kernel.io.lend("shell")
 
-    def receive(self) -> None:
-        self._kernel.io.receive_here("shell")
+    def receive(self) -> int:
+        return self._kernel.io.receive_here("shell")
 
     def reclaim(self) -> None:
         self._kernel.io.reclaim("shell")
+
+    def poll_window(self) -> float:
+        # Not while a GUI toolkit's loop runs in the wait, nor on one CPU (polling
+        # there would hold up the very client whose request it waits for).
+        if gui_loops.active() is not None or not _SEVERAL_CPUS:
+            return 0.0
+        return POLL_WINDOW

@@ -26,6 +26,22 @@ requests are posted to itself, others (comms, subshells) go where they
 belong. So a request reaches an idle main thread with one wake-up instead of
 two. While it handles a request the IO thread receives, as always.
 
+Requests that come back to back meet a thread that is still awake: when the
+previous request came within the lender's poll window (``poll_window``, 1 ms)
+of its wait's start, the next wait first *polls* the lent descriptor for up
+to that long -- a zero-timeout ``poll`` per round, which hands the GIL to any
+thread that wants it -- and sleeps in the loop only after. Waking a sleeping
+thread costs more than the work of a short request on a small VM (its vCPU
+goes idle, and the wake-up goes through the host): measured, 8 fresh kernels
+each way, a ``pass`` round trip 0.639 -> 0.559 ms median, 0.91x -> 0.79x
+xeus-python's in the same run. Adaptive, as spin-then-block locks are: a
+request after a quiet spell (a person typing) costs no polling at all; a
+stream of them (a notebook run by nbclient, a test suite, a widget's
+requests) costs at most the window after each. The poll gives way to
+anything else the loop should do (a callback or timer on it: the loop then
+runs), and the lender offers no window while a GUI toolkit's loop needs the
+wait or when the process may use only one CPU.
+
 A cell that raises with ``stop_on_error`` aborts the execute requests that were
 queued before its reply (other requests are answered as usual). To know exactly
 which, the kernel asks the IO thread -- before the error reply goes out -- to
@@ -45,8 +61,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import sys
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -86,11 +104,14 @@ class InputLender(Protocol):
     def lend(self) -> int | None:
         """The descriptor to watch while waiting (None: not now; the IO thread receives)."""
 
-    def receive(self) -> None:
-        """The descriptor is readable: receive and dispatch on this thread."""
+    def receive(self) -> int:
+        """The descriptor is readable: receive and dispatch on this thread; how many came."""
 
     def reclaim(self) -> None:
         """The wait is over: the IO thread receives again."""
+
+    def poll_window(self) -> float:
+        """Seconds a wait after a quick request may poll the descriptor before it sleeps (0: none)."""
 
 
 class ShellChannel:
@@ -129,6 +150,13 @@ class ShellChannel:
         self.input_lender: InputLender | None = None
         #: The lent descriptor the loop has a reader on (kept from one wait to the next).
         self._reading: int | None = None
+        #: Polls the lent descriptor and the doorbell without waiting (``_poll_lent``;
+        #: made with the first lent descriptor: lending needs epoll, so poll is there).
+        self._polling: select.poll | None = None
+        #: When this thread last became free for a request (``perf_counter``), and
+        #: whether the last request came within the poll window of that.
+        self._free_since = 0.0
+        self._quick = False
         self._serving_ident: int | None = None
         #: The request the IO thread announced (busy, execute_input) as it posted it,
         #: and the lock it holds while it does (the serving thread waits for it).
@@ -278,8 +306,8 @@ class ShellChannel:
     def _wake(self) -> None:
         """On the serving thread, inside its loop: end the wait for a request (a late
         wake-up, after the wait ended -- during an awaiting cell, say -- does nothing)."""
-        if self._waiting and self._loop is not None:
-            self._loop.stop()
+        if self._waiting and self._loop is not None and self._loop.is_running():
+            self._loop.stop()  # (not while ``_poll_lent`` runs: it sees the queue itself)
 
     # -- serving (the channel's own thread) ------------------------------------------------
 
@@ -315,6 +343,7 @@ class ShellChannel:
         loop = self._loop
         assert loop is not None
         lender = self.input_lender
+        self._free_since = time.perf_counter()
         while not queue:
             self._waiting = True
             lent = lender.lend() if lender is not None else None
@@ -322,8 +351,12 @@ class ShellChannel:
                 self._stop_reading()
                 if lent is not None:
                     loop.add_reader(lent, self._receive_lent)
+                    self._watch(lent)
                     self._reading = lent
             try:
+                if lent is not None and self._quick and not queue:
+                    assert lender is not None
+                    self._poll_lent(lender)
                 if not queue:  # a post that came before ``_waiting`` was set did not wake us
                     loop.run_forever()
             except (Exception, KeyboardInterrupt, SystemExit):
@@ -335,7 +368,53 @@ class ShellChannel:
                 if lent is not None:
                     assert lender is not None
                     lender.reclaim()
+        if lender is not None:
+            self._quick = time.perf_counter() - self._free_since < lender.poll_window()
         return queue.popleft()
+
+    def _poll_lent(self, lender: InputLender) -> None:
+        """Before sleeping: poll the lent descriptor for the next request, for up to
+        the lender's window after this thread became free.
+
+        Each round is a zero-timeout ``poll`` (the GIL is free meanwhile: a
+        thread that wants it takes it). A readable descriptor is received
+        from at once, as the loop's reader would; a request answered right
+        there (``kernel_info``) starts the window again. A ring of the
+        doorbell (a post from another thread) is drained here, since the
+        loop will not run for it. Ends as soon as the loop has anything to do
+        -- a callback scheduled from any thread, a timer -- so that it runs.
+        """
+        polling, queue, loop = self._polling, self._queue, self._loop
+        assert polling is not None and loop is not None
+        bell = self._bell.fileno()
+        window = lender.poll_window()
+        now = time.perf_counter
+        while self._quick and not queue and now() < self._free_since + window and not _loop_has_work(loop):
+            for fd, _ in polling.poll(0):
+                if fd == bell:
+                    self._bell.drain()
+                else:
+                    self._receive(lender)
+
+    def _receive(self, lender: InputLender) -> bool:
+        """Receive what the lent descriptor holds; whether a request was answered right here.
+
+        Then (nothing queued) this thread is free again now: note when, and
+        whether the request came quickly.
+        """
+        came = time.perf_counter()
+        if not lender.receive() or self._queue:
+            return False
+        self._quick = came - self._free_since < lender.poll_window()
+        self._free_since = time.perf_counter()
+        return True
+
+    def _watch(self, lent: int) -> None:
+        """Poll ``lent`` (and the doorbell) in ``_poll_lent`` from now on."""
+        if self._polling is None:
+            self._polling = select.poll()
+            self._polling.register(self._bell.fileno(), select.POLLIN)
+        self._polling.register(lent, select.POLLIN)
 
     def _receive_lent(self) -> None:
         """The lent descriptor is readable: receive here, if this is the wait it was lent to.
@@ -349,13 +428,16 @@ class ShellChannel:
         """
         if self._waiting:
             assert self.input_lender is not None
-            self.input_lender.receive()
+            if self._receive(self.input_lender) and self._quick and self._loop is not None:
+                self._loop.stop()  # a request answered here came quickly: poll for the next
         else:
             self._stop_reading()
 
     def _stop_reading(self) -> None:
         if self._reading is not None and self._loop is not None:
             self._loop.remove_reader(self._reading)
+            if self._polling is not None:
+                self._polling.unregister(self._reading)
         self._reading = None
 
     def _handle(self, message: Message) -> None:
@@ -710,6 +792,18 @@ class ShellChannel:
 def _utc_now() -> str:
     """Now, in UTC, as ISO 8601 with a ``Z`` (how jupyter_client writes dates)."""
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _loop_has_work(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether callbacks or timers wait on ``loop`` (then it should run, not be polled past).
+
+    asyncio's own loops keep them in ``_ready`` and ``_scheduled``; a loop
+    that has neither is taken to have work, so nothing is ever held up by
+    polling on a loop this cannot see into.
+    """
+    ready = getattr(loop, "_ready", None)
+    scheduled = getattr(loop, "_scheduled", None)
+    return ready is None or scheduled is None or bool(ready) or bool(scheduled)
 
 
 def _keep_open() -> None:
