@@ -33,8 +33,10 @@ to that long -- a zero-timeout ``poll`` per round, which hands the GIL to any
 thread that wants it -- and sleeps in the loop only after. Waking a sleeping
 thread costs more than the work of a short request on a small VM (its vCPU
 goes idle, and the wake-up goes through the host): measured, 8 fresh kernels
-each way, a ``pass`` round trip 0.639 -> 0.559 ms median, 0.91x -> 0.79x
-xeus-python's in the same run. Adaptive, as spin-then-block locks are: a
+each way with xeus-python's interleaved, twice, a ``pass`` round trip 0.746
+-> 0.571 and 0.894 -> 0.630 ms median (1.04x -> 0.80x and 0.98x -> 0.69x
+xeus-python's), ``kernel_info`` 0.390 -> 0.347 and 0.471 -> 0.366 ms, for 6 %
+more CPU time over the whole run. Adaptive, as spin-then-block locks are: a
 request after a quiet spell (a person typing) costs no polling at all; a
 stream of them (a notebook run by nbclient, a test suite, a widget's
 requests) costs at most the window after each. The poll gives way to
