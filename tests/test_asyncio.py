@@ -10,6 +10,7 @@ changes nothing; an interrupt stops each kind of cell.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 from typing import Any, cast
@@ -227,6 +228,32 @@ def test_an_interrupt_stops_a_trio_cell(
         reply = interrupt_once(manager, kc, TRIO_CELLS[kind])
         assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
         assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"  # (noqa: sleep-ok)
+
+
+def test_tasks_go_on_between_cells_sent_at_once(kc: BlockingKernelClient) -> None:
+    """As under ipykernel, the loop takes a turn between two queued cells ("Run All"),
+    so a task a cell started goes on across them."""
+    execute(
+        kc,
+        "import asyncio\n"
+        "steps = 0\n"
+        "async def counter():\n"
+        "    global steps\n"
+        "    while True:\n"
+        "        steps += 1\n"
+        "        await asyncio.sleep(0)\n"  # in the kernel (noqa: sleep-ok)
+        "task = asyncio.get_event_loop().create_task(counter())",
+    )
+    sent = [kc.execute("print(steps)") for _ in range(10)]
+    seen = {}
+    while len(seen) < len(sent):
+        message = wait_for_iopub(
+            kc, lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") in sent
+        )
+        seen[message["parent_header"]["msg_id"]] = int(message["content"]["text"].split()[-1])
+    steps = [seen[msg_id] for msg_id in sent]
+    assert all(later > earlier for earlier, later in itertools.pairwise(steps)), steps
+    execute(kc, "task.cancel()")
 
 
 def test_requests_during_an_awaiting_cell_and_after_it_are_answered(kc: BlockingKernelClient) -> None:

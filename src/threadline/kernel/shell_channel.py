@@ -338,14 +338,17 @@ class ShellChannel:
         place its loop runs: tasks that cells started make progress here. (A
         GUI integration that runs a toolkit's loop while the kernel is idle does
         so inside this ``run_forever``, through the loop's selector.) ``post``
-        stops the loop (``_wake``). A request already queued is taken at once,
-        without running the loop.
+        stops the loop (``_wake``). A request that is here before the loop ran
+        (queued already, posted just as the wait began, or polled for) is
+        taken after one turn of the loop, if it has anything to do
+        (``_turn_loop``).
         """
         queue = self._queue
         loop = self._loop
         assert loop is not None
         lender = self.input_lender
         self._free_since = time.perf_counter()
+        turned = False
         while not queue:
             self._waiting = True
             lent = lender.lend() if lender is not None else None
@@ -360,6 +363,7 @@ class ShellChannel:
                     assert lender is not None
                     self._poll_lent(lender)
                 if not queue:  # a post that came before ``_waiting`` was set did not wake us
+                    turned = True
                     loop.run_forever()
             except (Exception, KeyboardInterrupt, SystemExit):
                 # A task that raised SystemExit or KeyboardInterrupt ends the
@@ -372,7 +376,25 @@ class ShellChannel:
                     lender.reclaim()
         if lender is not None:
             self._quick = time.perf_counter() - self._free_since < lender.poll_window()
+        if not turned and _loop_has_work(loop):
+            self._turn_loop(loop)
         return queue.popleft()
+
+    def _turn_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One turn of the loop, without waiting: what is ready runs, then the next request.
+
+        So tasks that cells started go on across a run of queued cells ("Run
+        All"), one step between two cells, as under ipykernel (measured: a
+        task counting its steps advanced by one between each of ten cells sent
+        at once; here it did not advance at all before). Not a wait: the loop
+        is not lent the socket, and a post does not stop it (``_waiting`` is
+        False); it stops itself after one turn.
+        """
+        try:
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        except (Exception, KeyboardInterrupt, SystemExit):
+            log.exception("a task stopped the event loop between cells")
 
     def _poll_lent(self, lender: InputLender) -> None:
         """Before sleeping: poll the lent descriptor for the next request, for up to
