@@ -77,8 +77,9 @@ FIRST_SUBSCRIBER_WAIT = 2.0
 #: one before it sleeps (seconds; see "Requests that come back to back" in
 #: kernel/shell_channel.py).
 POLL_WINDOW = 0.001
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_SEVERAL_CPUS = _CPUS > 1
+_SEVERAL_CPUS = (
+    len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+) > 1
 
 
 def _put_working_directory_on_path() -> None:

@@ -375,7 +375,7 @@ class ShellChannel:
                     assert lender is not None
                     lender.reclaim()
         if lender is not None:
-            self._quick = time.perf_counter() - self._free_since < lender.poll_window()
+            self._quick = self._came_quickly(lender, time.perf_counter())
         if not turned and _loop_has_work(loop):
             self._turn_loop(loop)
         return queue.popleft()
@@ -429,9 +429,14 @@ class ShellChannel:
         came = time.perf_counter()
         if not lender.receive() or self._queue:
             return False
-        self._quick = came - self._free_since < lender.poll_window()
+        self._quick = self._came_quickly(lender, came)
         self._free_since = time.perf_counter()
         return True
+
+    def _came_quickly(self, lender: InputLender, came: float) -> bool:
+        """Whether a request that came at ``came`` came within the lender's poll
+        window of this thread becoming free (then the next wait polls first)."""
+        return came - self._free_since < lender.poll_window()
 
     def _watch(self, lent: int) -> None:
         """Poll ``lent`` (and the doorbell) in ``_poll_lent`` from now on."""
