@@ -162,12 +162,15 @@ class _SignalMask:
             if libc.sigaddset(self._block, int(number)) != 0:
                 raise OSError(f"sigaddset({number}) failed")
 
-    def block(self) -> ctypes.Array[ctypes.c_char]:
-        """Block; returns the previous mask (pass it to ``restore``)."""
-        previous = ctypes.create_string_buffer(_SIGSET_BYTES)
+    @staticmethod
+    def new_buffer() -> ctypes.Array[ctypes.c_char]:
+        """Room for a mask, for ``block`` to keep the previous one in."""
+        return ctypes.create_string_buffer(_SIGSET_BYTES)
+
+    def block(self, previous: ctypes.Array[ctypes.c_char]) -> None:
+        """Block; the previous mask goes into ``previous`` (pass it to ``restore``)."""
         if self._sigmask(signal.SIG_BLOCK, self._block, previous) != 0:
             raise OSError(ctypes.get_errno(), "pthread_sigmask failed")
-        return previous
 
     def restore(self, previous: ctypes.Array[ctypes.c_char]) -> None:
         self._sigmask(signal.SIG_SETMASK, previous, None)
@@ -228,6 +231,9 @@ class FrameSender:
         self._handle = ctypes.c_void_p(sock.underlying)
         self._c = _C_SEND if use_ctypes else None
         self._sendiov = _C_SENDIOV if use_ctypes and one_call and signals_blocked_here() else None
+        #: The sending thread's own mask, kept during ``send_atomically`` (which
+        #: runs under the socket's lock: one caller at a time).
+        self._previous_mask = _SIGNAL_MASK.new_buffer() if _SIGNAL_MASK is not None else None
 
     @property
     def holds_gil(self) -> bool:
@@ -277,19 +283,20 @@ class FrameSender:
 
     def send_atomically(self, frames: list[Frame]) -> bool:
         """From a thread that does not block signals: the whole message in one C call.
+        The caller holds the socket's lock.
 
         Returns False, having sent nothing, when the message cannot go that way
         (a large or non-``bytes`` frame, too many frames, no ``zmq_sendiov`` or
         libc signal masks here). Raises ``SendError`` when ZeroMQ refuses it
         (as a whole: see the module's docstring).
         """
-        sendiov, mask = _C_SENDIOV, _SIGNAL_MASK
-        if sendiov is None or mask is None:
+        sendiov, mask, previous = _C_SENDIOV, _SIGNAL_MASK, self._previous_mask
+        if sendiov is None or mask is None or previous is None:
             return False
         iovecs = _pack_iovecs(frames)
         if iovecs is None:
             return False
-        previous = mask.block()
+        mask.block(previous)
         try:
             failed = sendiov(self._handle, iovecs, len(frames), _MORE) < 0
             error = self._c[1]() if failed and self._c is not None else errno.EIO

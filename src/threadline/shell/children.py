@@ -94,7 +94,7 @@ from typing import TYPE_CHECKING, Any, Final
 from threadline import routing
 from threadline.routing import Parent
 from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS, ChildStream, KernelLink
-from threadline.shell.peek import has_input
+from threadline.shell.peek import InputWatch, has_input
 
 if TYPE_CHECKING:  # a child process imports this module: keep zmq out of it
     from threadline.io import Sender
@@ -154,6 +154,7 @@ class ChildOutput:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.address)
         self._socket.setblocking(False)
+        self._socket_has_input = InputWatch(self._socket.fileno())
         self._wake_read, self._wake_write = os.pipe()
         self._started = True
         self._thread.start()
@@ -163,11 +164,11 @@ class ChildOutput:
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
-        if not self._started:
-            return
+        if not self._started or self._closing:
+            return  # closing: ``close`` delivers the rest (and the socket's descriptor goes)
         if (
-            not has_input(self._socket.fileno())
-            and not any(has_input(fd) for fd in list(self._pipes))
+            not self._socket_has_input()
+            and not (self._pipes and any(has_input(fd) for fd in list(self._pipes)))
             and not self._lock.locked()
         ):
             # The usual case, found without giving up the GIL (see peek). The

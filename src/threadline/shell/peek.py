@@ -81,6 +81,20 @@ def has_input(fd: int) -> bool:
     return bool(_libc_gil.poll(ctypes.byref(poll), 1, 0) > 0 and poll.revents)
 
 
+class InputWatch:
+    """``has_input`` for one descriptor, asked often: its ``pollfd`` is built once
+    (a thread's line sent at once asks it first; see ``ChildOutput.sync``)."""
+
+    def __init__(self, fd: int) -> None:
+        self._poll = _PollFd(fd, _POLLIN, 0)
+        self._pointer = ctypes.byref(self._poll)
+
+    def __call__(self) -> bool:
+        if _libc_gil is None:
+            return True  # cannot tell cheaply: let the caller try a read
+        return bool(_libc_gil.poll(self._pointer, 1, 0) > 0 and self._poll.revents)
+
+
 def flush_c_stdio() -> None:
     """``fflush(NULL)``: push out what C code left in stdio buffers."""
     if _libc is not None:
