@@ -604,6 +604,47 @@ def test_a_send_behind_queued_work_waits_for_it(start_io: Callable[..., Harness]
     assert ran == ["queued call"]
 
 
+def test_messages_sent_together_leave_from_the_sending_thread_in_order(
+    start_io: Callable[..., Harness],
+) -> None:
+    """``send_together`` (busy, a reply, idle: a request answered on the spot): with the
+    IO thread parked they all arrive, in order; a reply whose client is gone is counted,
+    and what follows it still goes."""
+    h = start_io()
+    sub = h.subscribe()
+    _, release = _hold_io_thread(h)
+    try:
+        h.sender.send_together(
+            [
+                h.sender.build("iopub", "stream", {"text": "first"}),
+                h.sender.build("shell", "kernel_info_reply", {"status": "ok"}, identities=[b"nobody-here"]),
+                h.sender.build("iopub", "stream", {"text": "last"}),
+            ]
+        )
+        texts = [m["content"]["text"] for m in receive(sub, 2, h.client_session())]  # the IO thread is parked
+        assert texts == ["first", "last"]
+        assert h.io.dropped["shell:unroutable"] == 1
+    finally:
+        release.set()
+    assert h.io.flush(DEADLINE)
+    assert not sub.poll(200), "a message was sent twice"  # bounded look, after the flush
+
+
+def test_messages_sent_together_behind_queued_work_wait_for_it(start_io: Callable[..., Harness]) -> None:
+    h = start_io()
+    sub = h.subscribe()
+    _, release = _hold_io_thread(h)
+    ran: list[str] = []
+    try:
+        h.io.outbox.call_soon(lambda: ran.append("queued call"))
+        h.sender.send_together([h.sender.build("iopub", "stream", {"text": t}) for t in ("a", "b", "c")])
+        assert not sub.poll(200), "a message overtook the queued call"  # bounded look, not a sync
+    finally:
+        release.set()
+    assert [m["content"]["text"] for m in receive(sub, 3, h.client_session())] == ["a", "b", "c"]
+    assert ran == ["queued call"]
+
+
 def test_a_lent_socket_is_received_on_the_borrowing_thread(start_io: Callable[..., Harness]) -> None:
     """``lend``: the borrowing thread receives and dispatches the shell socket's requests
     while it waits on the descriptor; after ``reclaim`` the IO thread does again."""

@@ -302,7 +302,7 @@ class IOThread:
             close_all(self._listeners)
             self._started.set()
             return
-        self.outbox.bind_io_thread(self._send_direct, self.send_now)
+        self.outbox.bind_io_thread(self._send_direct, self.send_now, self.send_all_now)
         self._started.set()
         try:
             self._loop()
@@ -663,6 +663,42 @@ class IOThread:
         if input_waiting:
             self._look_at(channel)
         return True
+
+    def send_all_now(self, items: list[tuple[str, list[Frame]]]) -> int:
+        """``send_now`` for several messages, in order, handed over together: one look
+        at what is queued, one signal mask for all (a request answered on the spot
+        sends busy, its reply and idle). Returns how many of the first were dealt
+        with (sent, or undeliverable and counted); the caller queues the rest.
+        """
+        with self._order_lock:
+            if self._ready or self._stalled is not None or self.outbox.ahead or self._closed:
+                return 0
+        channels = list(dict.fromkeys(channel for channel, _ in items))
+        held: list[threading.Lock] = []
+        waiting: list[str] = []
+        try:
+            for channel in channels:
+                lock = self._locks.get(channel)
+                if lock is None or not lock.acquire(blocking=False):
+                    return 0
+                held.append(lock)
+            if self._closed:
+                return 0
+            senders = self._senders
+            pairs = [(senders[channel], frames) for channel, frames in items]
+            dealt, refused = pairs[0][0].send_all_atomically(pairs)
+            for index, error in refused:
+                self._note_undeliverable(items[index][0], SendError(error))
+            for channel in channels:
+                # A send may have consumed the edge that would wake the IO thread.
+                if _events(self._sockets[channel]) & _POLLIN:
+                    waiting.append(channel)
+        finally:
+            for lock in held:
+                lock.release()
+        for channel in waiting:
+            self._look_at(channel)
+        return dealt
 
     def _run_call(self, function: Callable[[], object]) -> None:
         try:

@@ -112,6 +112,7 @@ class Outbox:
         self._io_ident: int | None = None
         self._send_direct: Callable[[str, list[Frame]], None] | None = None
         self._send_now: Callable[[str, list[Frame]], bool] | None = None
+        self._send_all_now: Callable[[list[tuple[str, list[Frame]]]], int] | None = None
 
     # -- any thread -------------------------------------------------------------
 
@@ -129,6 +130,22 @@ class Outbox:
         if send_now is not None and not self._ahead and not self._closed and send_now(channel, frames):
             return
         self._append((channel, frames))
+
+    def put_all(self, messages: list[tuple[str, list[Frame]]]) -> None:
+        """``put`` for several messages, in order. From a thread other than the IO
+        thread they are offered to ``send_all_now`` together first (one look at
+        what is queued, one signal mask for all); what it leaves goes through
+        ``put``, one by one, in order."""
+        send_all_now = self._send_all_now
+        if (
+            send_all_now is not None
+            and threading.get_ident() != self._io_ident
+            and not self._ahead
+            and not self._closed
+        ):
+            messages = messages[send_all_now(messages) :]
+        for channel, frames in messages:
+            self.put(channel, frames)
 
     def call_soon(self, function: Callable[[], object], *, ordered: bool = True) -> None:
         """Run ``function`` on the IO thread, after everything queued before it.
@@ -210,12 +227,14 @@ class Outbox:
         self,
         send_direct: Callable[[str, list[Frame]], None],
         send_now: Callable[[str, list[Frame]], bool] | None = None,
+        send_all_now: Callable[[list[tuple[str, list[Frame]]]], int] | None = None,
     ) -> None:
         """Called once, on the IO thread, before it polls: its direct send (for puts on
         the IO thread) and ``send_now`` (offered every put from another thread first)."""
         self._io_ident = threading.get_ident()
         self._send_direct = send_direct
         self._send_now = send_now
+        self._send_all_now = send_all_now
 
     def _require_io_thread(self) -> None:
         if threading.get_ident() != self._io_ident:
@@ -276,7 +295,7 @@ class Outbox:
 
         The queue, the doorbell and the IO thread belong to the parent (the
         child has no IO thread, and a lock another thread held at the fork
-        stays held in the child). ``put`` and ``call_soon`` are shadowed on
+        stays held in the child). ``put``, ``put_all`` and ``call_soon`` are shadowed on
         this instance -- the parent's hot path pays nothing for it -- by a
         function that calls ``on_put`` (the kernel warns once) and drops the
         item, as ipykernel drops messages sent from a fork.
@@ -286,6 +305,7 @@ class Outbox:
             on_put()
 
         self.put = refuse  # type: ignore[method-assign, assignment]
+        self.put_all = refuse  # type: ignore[method-assign, assignment]
         self.call_soon = refuse  # type: ignore[method-assign, assignment]
 
     def release(self) -> None:
@@ -295,4 +315,5 @@ class Outbox:
         self._io_ident = None
         self._send_direct = None
         self._send_now = None
+        self._send_all_now = None
         self._bell.close()

@@ -48,6 +48,24 @@ class Sender:
         self.outbox.put(channel, frames)
         return header
 
+    def build(
+        self,
+        channel: str,
+        msg_type: str,
+        content: Mapping[str, Any],
+        *,
+        parent: Mapping[str, Any] | bytes | None = None,
+        identities: Sequence[bytes] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[str, list[Frame]]:
+        """One message, serialised and signed, for ``send_together``."""
+        encode = self.session.encode
+        return channel, encode(msg_type, content, parent=parent, identities=identities, metadata=metadata)
+
+    def send_together(self, messages: list[tuple[str, list[Frame]]]) -> None:
+        """Queue built messages, in order, handed over together (``Outbox.put_all``)."""
+        self.outbox.put_all(messages)
+
     def publish(
         self,
         msg_type: str,

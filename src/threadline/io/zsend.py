@@ -306,6 +306,39 @@ class FrameSender:
             raise SendError(error)
         return True
 
+    def send_all_atomically(
+        self, others: list[tuple[FrameSender, list[Frame]]]
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """``send_atomically`` for several messages, in order, under one signal mask
+        (this sender's buffer keeps the thread's own). ``others``: (sender, frames)
+        pairs, each sender's socket locked by the caller, as this one's.
+
+        Returns (how many were dealt with, [(index, errno) of those ZeroMQ refused
+        for good]). It stops at the first message that cannot go in one call, or
+        that ZeroMQ refuses for now (EAGAIN): that one and the rest are not sent.
+        """
+        sendiov, mask, previous = _C_SENDIOV, _SIGNAL_MASK, self._previous_mask
+        refused: list[tuple[int, int]] = []
+        if sendiov is None or mask is None or previous is None or self._c is None:
+            return 0, refused
+        get_errno = self._c[1]
+        dealt = 0
+        mask.block(previous)
+        try:
+            for sender, frames in others:
+                iovecs = _pack_iovecs(frames)
+                if iovecs is None:
+                    break
+                if sendiov(sender._handle, iovecs, len(frames), _MORE) < 0:
+                    error = get_errno()
+                    if error == errno.EAGAIN:
+                        break
+                    refused.append((dealt, error))
+                dealt += 1
+        finally:
+            mask.restore(previous)
+        return dealt, refused
+
     def _send_c(self, data: bytes, flags: int) -> None:
         """After a failed send: raise for the error, or retry after EINTR."""
         assert self._c is not None

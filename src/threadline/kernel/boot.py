@@ -71,18 +71,23 @@ class KernelConfigError(ValueError):
 
 
 def answer_at_once(sender: Sender, channel: str, message: Message, reply: dict[str, Any]) -> None:
-    """IO thread: busy, reply, idle -- for requests answered without a shell."""
+    """Busy, reply, idle -- for requests answered without a shell (on the IO thread,
+    or on the thread the shell socket is lent to), handed over together."""
     parent = message.parent_part
-    sender.publish("status", {"execution_state": "busy"}, parent=parent)
-    sender.send(
-        channel,
-        reply_type(message.msg_type),
-        reply,
-        parent=parent,
-        identities=message.identities,
-        metadata={"status": reply["status"]},
+    sender.send_together(
+        [
+            sender.build("iopub", "status", {"execution_state": "busy"}, parent=parent),
+            sender.build(
+                channel,
+                reply_type(message.msg_type),
+                reply,
+                parent=parent,
+                identities=message.identities,
+                metadata={"status": reply["status"]},
+            ),
+            sender.build("iopub", "status", {"execution_state": "idle"}, parent=parent),
+        ]
     )
-    sender.publish("status", {"execution_state": "idle"}, parent=parent)
 
 
 class Boot:
