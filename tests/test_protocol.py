@@ -11,6 +11,7 @@ message can be wrong must come out as ``RemoteProtocolError`` with a stable
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,21 @@ def test_urls_for_tcp_and_ipc() -> None:
 def test_with_ports_replaces_only_the_given_channels() -> None:
     info = ConnectionInfo(shell_port=1, key="k").with_ports({"iopub": 2, "hb": 3})
     assert (info.shell_port, info.iopub_port, info.hb_port, info.key) == (1, 2, 3, "k")
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 1024 * 1024])
+def test_a_large_message_holds_no_more_memory_than_its_frames(size: int) -> None:
+    """orjson writes into a buffer 8-16 times the size of its result and returns it
+    that way; a message waiting to be sent must not hold that (see ``Session._sign``)."""
+    session = Session(KEY)
+    content = {"name": "stdout", "text": "x" * size}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        frames = session.encode("stream", content, parent=PARENT)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    frame_bytes = sum(len(frame) for frame in frames)
+    assert frame_bytes > size
+    assert held < frame_bytes + 64 * 1024  # the frames, and a little besides
