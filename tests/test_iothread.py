@@ -383,6 +383,44 @@ def test_back_pressure_blocks_producers_and_loses_nothing(start_io: Callable[...
     assert not h.io.dropped
 
 
+def test_a_slow_subscriber_holds_large_frames_to_a_bound_in_bytes(start_io: Callable[..., Harness]) -> None:
+    """64 messages with a 256 KiB buffer each (16 MiB) to a subscriber that does not
+    read, far below iopub's high-water mark in messages: the IO thread stops once
+    ZeroMQ holds ``max_lent_bytes`` of them, the producer waits for room in the
+    outbox, and when the subscriber reads, every message arrives, intact and in order.
+    (Without the bound ZeroMQ takes all 64 and the producer never waits.)"""
+    limit, size, count = 512 * 1024, 256 * 1024, 64
+    h = start_io(max_lent_bytes=limit, outbox_max_bytes=limit)
+    room = WatchedRoom()
+    h.io.outbox._room = room  # white box: the event producers wait on for room
+    sub = h.subscribe(RCVHWM=1, RCVBUF=64 * 1024)
+    payloads = [secrets.token_bytes(size) for _ in range(count)]
+    done = threading.Event()
+
+    def produce() -> None:
+        for seq, payload in enumerate(payloads):
+            h.sender.publish("display_data", {"seq": seq}, buffers=[payload])
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    with room.changed:
+        # White box: the IO thread stopped for a full socket. (A waiting producer
+        # looks again at least every second: its wait's safety net.)
+        stalled = room.changed.wait_for(lambda: room.waiting > 0 and h.io._stalled is not None, DEADLINE)
+        assert stalled, "the IO thread never stopped for iopub"
+    # White box: bytes ZeroMQ held when the IO thread last looked (it looks before each
+    # send, and does not send once they reach the bound): one message past it at most.
+    assert limit <= h.io._senders["iopub"].lent_bytes <= limit + size
+    assert not done.is_set()
+    messages = receive(sub, count, h.client_session())
+    producer.join(DEADLINE)
+    assert done.is_set()
+    assert [m["content"]["seq"] for m in messages] == list(range(count))
+    assert all(bytes(m["buffers"][0]) == payload for m, payload in zip(messages, payloads, strict=True))
+    assert not h.io.dropped
+
+
 # -- sending from the IO thread ---------------------------------------------------------------
 
 

@@ -63,6 +63,15 @@ as any one peer has room.) What waited is retried before anything new is taken,
 so the outbox fills, producer threads wait, and memory stays bounded -- with
 nothing dropped anywhere.
 
+ZeroMQ's high-water mark counts messages, not bytes: a thousand 64 kB stream
+messages held for a slow subscriber were 64 MB. So a socket also counts as full
+while ``MAX_LENT_BYTES`` of large frames (sent zero-copy, ``zsend``) are still
+held by ZeroMQ: their trackers say when it has let go of them. Small messages do
+not count (lowering the mark instead cut comm throughput to a seventh: small
+messages met it constantly). With the outbox's own bound in bytes, a flood to a
+slow client holds about 2 MB of messages; measured, the kernel's resident
+growth during the benchmarks' 200 MB flood went from 86-90 MB to ~10 MB.
+
 The IO thread blocks every asynchronous signal, so none can interrupt it
 mid-send (which lets ``zsend`` hand libzmq a whole message in one call) and
 a process-directed signal is always taken by some other thread; the kernel
@@ -101,7 +110,7 @@ import zmq
 
 from threadline.io.curve import make_curve_server
 from threadline.io.listening import close_all
-from threadline.io.outbox import CALL, SIDE_CALL, Item, Outbox
+from threadline.io.outbox import CALL, DEFAULT_MAX_BYTES, SIDE_CALL, Item, Outbox
 from threadline.io.zsend import ASYNC_SIGNALS, FrameSender, SendError
 from threadline.protocol import ConnectionInfo, Frame, Message, RemoteProtocolError, Session
 
@@ -116,6 +125,9 @@ Dispatcher = Callable[[str, Message], None]
 #: first to the last value while the socket stays full (seconds).
 STALL_RETRY_FIRST = 0.001
 STALL_RETRY_LAST = 0.016
+#: How many bytes of large frames a socket may hold unsent before the IO thread
+#: waits as for a full socket (see above).
+MAX_LENT_BYTES = 1024 * 1024
 
 
 class IOThreadError(RuntimeError):
@@ -139,6 +151,8 @@ class IOThread:
         on_subscribe: Callable[[bytes], None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
         outbox_capacity: int = 4096,
+        outbox_max_bytes: int = DEFAULT_MAX_BYTES,
+        max_lent_bytes: int = MAX_LENT_BYTES,
         iopub_hwm: int = 1000,
         linger_ms: int = 2000,
         listeners: dict[str, int] | None = None,
@@ -147,7 +161,8 @@ class IOThread:
         #: Channel -> a listening descriptor to bind with (``io/listening.py``); taken by ``_bind``.
         self._listeners = dict(listeners or {})
         self.session = session
-        self.outbox = Outbox(outbox_capacity)
+        self.outbox = Outbox(outbox_capacity, outbox_max_bytes)
+        self._max_lent_bytes = max_lent_bytes
         self.dropped: Counter[str] = Counter()
         self._dispatch = dispatch
         self._on_subscribe = on_subscribe
@@ -602,18 +617,26 @@ class IOThread:
     def _try_send(self, channel: str, frames: list[Frame]) -> bool:
         """True when ZeroMQ took the message (or it can never be delivered)."""
         self._touched.add(channel)
+        sender = self._senders[channel]
+        if sender.lent_bytes >= self._max_lent_bytes and sender.still_lent() >= self._max_lent_bytes:
+            self._stall(channel)  # full, in bytes
+            return False
         try:
             with self._locks[channel]:
-                self._senders[channel].send(frames)
+                sender.send(frames)
         except SendError as exc:
             if exc.errno == errno.EAGAIN:
-                self._stalled = self._sockets[channel]
-                self.outbox.stalled = True
-                self._retry_at = time.monotonic() + self._retry_delay
-                self._retry_delay = min(2 * self._retry_delay, STALL_RETRY_LAST)
+                self._stall(channel)  # full, in messages
                 return False
             self._note_undeliverable(channel, exc)
         return True
+
+    def _stall(self, channel: str) -> None:
+        """``channel`` cannot take the next message: stop, and retry on a timer."""
+        self._stalled = self._sockets[channel]
+        self.outbox.stalled = True
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, STALL_RETRY_LAST)
 
     def _note_undeliverable(self, channel: str, exc: SendError) -> None:
         if exc.errno == errno.EHOSTUNREACH:

@@ -59,7 +59,7 @@ SIDE_CALL: Final = "side-call"
 Item = tuple[str, "list[Frame] | Callable[[], object]"]
 
 DEFAULT_CAPACITY = 4096
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 1024 * 1024
 
 
 def _size(item: Item) -> int:

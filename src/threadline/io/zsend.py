@@ -66,6 +66,7 @@ import errno
 import signal
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -234,6 +235,10 @@ class FrameSender:
         #: The sending thread's own mask, kept during ``send_atomically`` (which
         #: runs under the socket's lock: one caller at a time).
         self._previous_mask = _SIGNAL_MASK.new_buffer() if _SIGNAL_MASK is not None else None
+        #: Large frames sent zero-copy, oldest first, with their sizes; and their total
+        #: (an upper bound between looks: ``still_lent``).
+        self._lent: deque[tuple[zmq.MessageTracker, int]] = deque()
+        self.lent_bytes = 0
 
     @property
     def holds_gil(self) -> bool:
@@ -274,12 +279,32 @@ class FrameSender:
                     self._send_c(frame, flags)  # look at errno; retry after EINTR
                 continue
             try:
-                try:
-                    self._sock.send(frame, flags, copy=not large)
-                except RuntimeError:  # pyzmq's zero-copy helper has shut down: copy
+                if large:
+                    self._send_lent(frame, flags)
+                else:
                     self._sock.send(frame, flags, copy=True)
             except zmq.ZMQError as exc:
                 raise SendError(exc.errno or errno.EIO) from None
+
+    def _send_lent(self, frame: Frame, flags: int) -> None:
+        """A large frame, lent to libzmq (zero-copy) and kept in the ledger until released."""
+        try:
+            tracker = self._sock.send(frame, flags, copy=False, track=True)
+        except RuntimeError:  # pyzmq's zero-copy helper has shut down: copy
+            self._sock.send(frame, flags, copy=True)
+            return
+        if tracker is not None:
+            size = frame.nbytes if isinstance(frame, memoryview) else len(frame)
+            self._lent.append((tracker, size))
+            self.lent_bytes += size
+
+    def still_lent(self) -> int:
+        """Bytes of large frames libzmq has not finished with (it holds them until
+        they are written to every peer's connection); forgets those it has."""
+        lent = self._lent
+        while lent and lent[0][0].done:
+            self.lent_bytes -= lent.popleft()[1]
+        return self.lent_bytes
 
     def send_atomically(self, frames: list[Frame]) -> bool:
         """From a thread that does not block signals: the whole message in one C call.
