@@ -212,3 +212,24 @@ def test_large_frames_are_lent_to_zeromq_not_copied(context: Sockets, mode: str)
     assert not any(obj is small for obj in lent)
     assert pull.poll(POLL_MS)
     assert pull.recv_multipart() == [b"head", small, big]
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_large_frames_libzmq_holds_are_counted_until_it_lets_go(context: Sockets, track: bool) -> None:
+    """``track_lent`` (iopub's sender): a large frame counts in ``still_lent`` while libzmq
+    holds it -- over inproc, until the receiver takes the message -- and no longer once
+    it has let go. Untracked senders keep no ledger at all."""
+    pull = context.socket(zmq.PULL)
+    pull.bind(f"inproc://lent-{track}")
+    push = context.socket(zmq.PUSH)
+    push.connect(f"inproc://lent-{track}")
+    sender = FrameSender(push, track_lent=track)
+    payload = b"x" * (4 * ZERO_COPY_MIN)
+    sender.send([b"head", payload])
+    assert sender.still_lent() == (len(payload) if track else 0)
+    assert pull.poll(POLL_MS)
+    assert pull.recv_multipart() == [b"head", payload]
+    if track:
+        sender._lent[0][0].wait(POLL_MS / 1000)  # white box: pyzmq's tracker, set once libzmq let go
+    assert sender.still_lent() == 0
+    assert not sender._lent

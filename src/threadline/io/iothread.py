@@ -64,9 +64,10 @@ so the outbox fills, producer threads wait, and memory stays bounded -- with
 nothing dropped anywhere.
 
 ZeroMQ's high-water mark counts messages, not bytes: a thousand 64 kB stream
-messages held for a slow subscriber were 64 MB. So a socket also counts as full
+messages held for a slow subscriber were 64 MB. So iopub also counts as full
 while ``MAX_LENT_BYTES`` of large frames (sent zero-copy, ``zsend``) are still
-held by ZeroMQ: their trackers say when it has let go of them. Small messages do
+held by ZeroMQ: their trackers say when it has let go of them. (The other
+sockets carry replies, a few at a time; they are not tracked.) Small messages do
 not count (lowering the mark instead cut comm throughput to a seventh: small
 messages met it constantly). With the outbox's own bound in bytes, a flood to a
 slow client holds about 2 MB of messages; measured, the kernel's resident
@@ -125,7 +126,7 @@ Dispatcher = Callable[[str, Message], None]
 #: first to the last value while the socket stays full (seconds).
 STALL_RETRY_FIRST = 0.001
 STALL_RETRY_LAST = 0.016
-#: How many bytes of large frames a socket may hold unsent before the IO thread
+#: How many bytes of large frames iopub may hold unsent before the IO thread
 #: waits as for a full socket (see above).
 MAX_LENT_BYTES = 1024 * 1024
 
@@ -353,7 +354,8 @@ class IOThread:
                 sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, for welcomes
             make_curve_server(sock, info)  # before bind: see io/curve.py
             self._sockets[channel] = sock
-            self._senders[channel] = FrameSender(sock)
+            # Only iopub is bounded in bytes (see above): a flood goes there.
+            self._senders[channel] = FrameSender(sock, track_lent=kind == zmq.XPUB)
             self._locks[channel] = threading.Lock()
             self._receive_locks[channel] = threading.Lock()
             ports[channel] = bind_socket(sock, info, channel, self._listeners.pop(channel, None))

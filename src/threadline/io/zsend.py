@@ -225,10 +225,19 @@ def _pack_iovecs(frames: list[Frame]) -> bytes | None:
 class FrameSender:
     """Sends whole multipart messages on one socket, non-blocking."""
 
-    def __init__(self, sock: zmq.Socket[Any], *, use_ctypes: bool = True, one_call: bool = True) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        *,
+        use_ctypes: bool = True,
+        one_call: bool = True,
+        track_lent: bool = False,
+    ) -> None:
         """``one_call``: use ``zmq_sendiov`` when possible -- only if this thread
-        (the one that will send) blocks asynchronous signals; see the module's docstring."""
+        (the one that will send) blocks asynchronous signals; see the module's docstring.
+        ``track_lent``: keep count of the large frames libzmq still holds (``still_lent``)."""
         self._sock = sock
+        self._track_lent = track_lent
         self._handle = ctypes.c_void_p(sock.underlying)
         self._c = _C_SEND if use_ctypes else None
         self._sendiov = _C_SENDIOV if use_ctypes and one_call and signals_blocked_here() else None
@@ -287,13 +296,13 @@ class FrameSender:
                 raise SendError(exc.errno or errno.EIO) from None
 
     def _send_lent(self, frame: Frame, flags: int) -> None:
-        """A large frame, lent to libzmq (zero-copy) and kept in the ledger until released."""
+        """A large frame, lent to libzmq (zero-copy); in the ledger until released, if tracked."""
         try:
-            tracker = self._sock.send(frame, flags, copy=False, track=True)
+            tracker = self._sock.send(frame, flags, copy=False, track=self._track_lent)
         except RuntimeError:  # pyzmq's zero-copy helper has shut down: copy
             self._sock.send(frame, flags, copy=True)
             return
-        if tracker is not None:
+        if tracker is not None and self._track_lent:
             size = frame.nbytes if isinstance(frame, memoryview) else len(frame)
             self._lent.append((tracker, size))
             self.lent_bytes += size
