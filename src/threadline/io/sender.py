@@ -36,7 +36,8 @@ class Sender:
         """Queue one message; returns its header."""
         if header is None:
             header = self.session.new_header(msg_type)
-        frames = self.session.encode(
+        message = self.build(
+            channel,
             msg_type,
             content,
             parent=parent,
@@ -45,7 +46,7 @@ class Sender:
             buffers=buffers,
             header=header,
         )
-        self.outbox.put(channel, frames)
+        self.outbox.put(*message)
         return header
 
     def build(
@@ -57,10 +58,20 @@ class Sender:
         parent: Mapping[str, Any] | bytes | None = None,
         identities: Sequence[bytes] = (),
         metadata: Mapping[str, Any] | None = None,
+        buffers: Sequence[Frame] = (),
+        header: JSONDict | None = None,
     ) -> tuple[str, list[Frame]]:
-        """One message, serialised and signed, for ``send_together``."""
-        encode = self.session.encode
-        return channel, encode(msg_type, content, parent=parent, identities=identities, metadata=metadata)
+        """One message, serialised and signed: for ``send``, or ``send_together``."""
+        frames = self.session.encode(
+            msg_type,
+            content,
+            parent=parent,
+            identities=identities,
+            metadata=metadata,
+            buffers=buffers,
+            header=header,
+        )
+        return channel, frames
 
     def send_together(self, messages: list[tuple[str, list[Frame]]]) -> None:
         """Queue built messages, in order, handed over together (``Outbox.put_all``)."""

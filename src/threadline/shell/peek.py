@@ -75,10 +75,7 @@ def c_stdio_pending() -> bool:
 
 def has_input(fd: int) -> bool:
     """Whether ``fd`` is readable now; never blocks and keeps the GIL where it can."""
-    if _libc_gil is None:
-        return True  # cannot tell cheaply: let the caller try a read
-    poll = _PollFd(fd, _POLLIN, 0)
-    return bool(_libc_gil.poll(ctypes.byref(poll), 1, 0) > 0 and poll.revents)
+    return InputWatch(fd)()
 
 
 class InputWatch:
