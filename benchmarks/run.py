@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.reps:
-        sizes.reps = args.reps
+        sizes.reps = sizes.kernel_reps = args.reps
         sizes.flood_reps = min(args.reps, sizes.flood_reps)
     if args.flood_mb:
         sizes.flood_mb = args.flood_mb

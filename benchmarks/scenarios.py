@@ -37,6 +37,13 @@ class Sizes:
     print_thread_lines: int = 25_000
     roundtrips: int = 300
     warmup: int = 30
+    #: ``roundtrip`` and ``latency``: a fresh kernel of each kind per repetition. A
+    #: kernel process keeps its luck for its life (which cores its threads and the
+    #: client's share, where its memory landed): a ``pass`` round trip's median
+    #: ranged 0.60-0.96 ms over ten fresh threadline kernels, 0.86-1.27 over ten
+    #: xeus-python kernels, and a single kernel of each kind made the ratio swing
+    #: 0.69x-0.91x between two runs of one build.
+    kernel_reps: int = 7
     startups: int = 5
     latency_seconds: float = 3.0
     flood_mb: float = 200.0
@@ -64,6 +71,7 @@ class Sizes:
             print_thread_lines=2_500,
             roundtrips=100,
             warmup=10,
+            kernel_reps=2,
             startups=2,
             latency_seconds=1.0,
             flood_mb=10.0,
@@ -522,6 +530,8 @@ SCENARIOS: list[Scenario] = [
             Metric("kernel_info_p99_ms", "ms", LOWER),
         ],
         run_roundtrip,
+        kernel="fresh",
+        reps=lambda sizes: sizes.kernel_reps,
     ),
     Scenario(
         "startup",
@@ -564,6 +574,8 @@ SCENARIOS: list[Scenario] = [
             Metric("samples", "n", INFO),
         ],
         run_latency,
+        kernel="fresh",
+        reps=lambda sizes: sizes.kernel_reps,
     ),
     Scenario(
         "flood",
