@@ -343,12 +343,15 @@ def collect_run(
     on_message: Callable[[list[bytes], float], None] | None = None,
     quiet: float = 3.0,
     timeout: float = 300.0,
+    silence: float = 60.0,
 ) -> dict[str, float | bool | None]:
     """Send ``code`` and read iopub as fast as possible until done; times are perf_counter.
 
     Done means: the execute_reply arrived and either ``enough()`` is true and the
     idle arrived, or nothing interesting arrived for ``quiet`` seconds (a kernel
-    that dropped messages, or its idle). Nothing is decoded here.
+    that dropped messages, or its idle). Given up: after ``timeout`` seconds, or
+    after ``silence`` seconds in which nothing at all arrived (a wedged kernel).
+    Nothing is decoded here.
     """
     msg_id, frames = handle.execute_frames(code)
     poller = zmq.Poller()
@@ -361,6 +364,7 @@ def collect_run(
     reply_ok = True
     reply_error = ""
     t0 = time.perf_counter()
+    heard_at = t0
     shell.send_multipart(frames)
     while True:
         now = time.perf_counter()
@@ -368,9 +372,11 @@ def collect_run(
             break
         if reply_at is not None and now - max(last_at or 0.0, idle_at or 0.0, reply_at) > quiet:
             break
-        if now - t0 > timeout:
+        if now - t0 > timeout or now - heard_at > silence:
             break
         events = dict(poller.poll(50))
+        if events:
+            heard_at = time.perf_counter()
         if iopub in events:
             while True:
                 try:
@@ -393,6 +399,11 @@ def collect_run(
                     reply_error = parts(reply)[2][:300].decode(errors="replace")
     if reply_at is not None and not reply_ok:
         raise RuntimeError(f"{handle.kind}: the benchmark cell failed: {reply_error}")
+    if reply_at is None and last_at is None:
+        # A kernel that answers nothing at all has no figure to give (async-kernel,
+        # once a flood of thread output has wedged it).
+        waited = time.perf_counter() - t0
+        raise RuntimeError(f"{handle.kind}: no reply and no output in {waited:.0f} s")
     return {
         "sent": t0,
         "reply": reply_at,
