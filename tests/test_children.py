@@ -80,6 +80,16 @@ def assert_whole_lines(stdout: str, children: int = CHILDREN, lines: int = LINES
         assert numbers == list(range(lines)), f"child {child}: {len(numbers)} lines, out of order or lost"
 
 
+def test_the_process_hooks_wait_for_the_users_import(kc: BlockingKernelClient) -> None:
+    """A kernel whose cells start no process never imports multiprocessing (it cost ~5 ms
+    of every start-up); the hooks take hold once a cell imports it (the tests below)."""
+    names = ("multiprocessing", "concurrent.futures.process")
+    code = f"import sys; print(sorted(m for m in sys.modules if m.startswith({names!r})))"
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout == "[]\n"
+
+
 def test_forked_processes_lines_whole(kc: BlockingKernelClient) -> None:
     code = textwrap.dedent(f"""
         import multiprocessing as mp

@@ -35,7 +35,10 @@ survives a fork, and the sockets belong to the parent). So children send their
   workers outlive the cell that made them and serve later cells, so
   ``ProcessPoolExecutor.submit`` and ``multiprocessing.Pool``'s task methods
   wrap the function in a ``RoutedCall`` that carries the submitting cell's
-  header into the worker for the task's duration.
+  header into the worker for the task's duration. (These wrappers, and the
+  spawn preparation below, are put in place when the user's code first
+  imports those modules -- ``shell/after_import.py`` -- so that a kernel that
+  never starts a process never imports multiprocessing.)
 
 How a child gets its ``ChildStream``:
 
@@ -89,10 +92,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 from threadline import routing
 from threadline.routing import Parent
+from threadline.shell.after_import import when_imported
 from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS, ChildStream, KernelLink
 from threadline.shell.peek import InputWatch, has_input
 
@@ -494,18 +499,22 @@ def _after_fork_in_child() -> None:
 
 
 def _install_process_hooks() -> None:
-    """Once per process: the fork hook, the spawn preparation, the pool task wrappers."""
+    """Once per process: the fork hook; the spawn preparation and the pool task wrappers
+    once multiprocessing's modules are imported (by the user's code, most often never:
+    importing them at start cost the kernel ~5 ms and 15 modules)."""
     global _hooks_installed
     if _hooks_installed:
         return
     _hooks_installed = True
     os.register_at_fork(before=_flush_std_streams, after_in_child=_after_fork_in_child)
+    when_imported("multiprocessing.spawn", _prepare_spawned_children)
+    when_imported("multiprocessing.pool", _route_pool_tasks)
+    when_imported("concurrent.futures.process", _route_executor_tasks)
 
-    import multiprocessing.pool
-    import multiprocessing.spawn
-    from concurrent.futures import ProcessPoolExecutor
 
-    original_preparation = multiprocessing.spawn.get_preparation_data
+def _prepare_spawned_children(spawn: ModuleType) -> None:
+    """A spawned child gets the kernel's address and the current cell (``_SpawnSetup``)."""
+    original_preparation = spawn.get_preparation_data
 
     def get_preparation_data(name: str) -> dict[str, Any]:
         _flush_std_streams()
@@ -514,18 +523,23 @@ def _install_process_hooks() -> None:
             data[_SPAWN_KEY] = _SpawnSetup(_address, _current_header())
         return data
 
-    multiprocessing.spawn.get_preparation_data = get_preparation_data
+    spawn.get_preparation_data = get_preparation_data  # type: ignore[attr-defined]
 
-    original_submit = ProcessPoolExecutor.submit
 
-    def submit(self: ProcessPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return original_submit(self, _routed(fn), *args, **kwargs)
-
-    ProcessPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
-
-    pool = multiprocessing.pool.Pool
+def _route_pool_tasks(pool_module: ModuleType) -> None:
+    pool = pool_module.Pool
     for method in ("apply_async", "_map_async", "imap", "imap_unordered"):
         setattr(pool, method, _routing_first_argument(getattr(pool, method)))
+
+
+def _route_executor_tasks(process: ModuleType) -> None:
+    executor = process.ProcessPoolExecutor
+    original_submit = executor.submit
+
+    def submit(self: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return original_submit(self, _routed(fn), *args, **kwargs)
+
+    executor.submit = submit
 
 
 def _current_header() -> bytes:
