@@ -98,9 +98,14 @@ def run_scenario(
     *,
     gil: bool = False,
 ) -> dict[str, Any]:
-    """All repetitions of one scenario, kernels interleaved; raw values per kernel."""
+    """All repetitions of one scenario, kernels interleaved; raw values per kernel.
+
+    ``errors`` says what failed, for people; ``failed`` names the kernels whose
+    repetitions failed, for the run's exit status.
+    """
     values: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     errors: list[str] = []
+    failed: set[str] = set()
     shared: dict[str, KernelHandle] = {}
     try:
         if scenario.kernel == "shared":
@@ -126,13 +131,14 @@ def run_scenario(
                     brief = _brief(values[kind][-1:])
                 except Exception as exc:
                     errors.append(f"{kind} rep {rep + 1}: {exc!r}")
+                    failed.add(kind)
                     traceback.print_exc()
                     brief = f"failed ({exc})"
                 print(f"  {scenario.name} rep {rep + 1} {kind}: {brief}", flush=True)
     finally:
         for handle in shared.values():
             handle.close()
-    return {"title": scenario.title, "values": values, "errors": errors}
+    return {"title": scenario.title, "values": values, "errors": errors, "failed": sorted(failed)}
 
 
 def _once(
@@ -357,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{installed.peer.name} ran from {installed.note}")
     # A peer that fails a scenario has that as its result (the table shows it);
     # the run itself fails when threadline does, or when the encryption runs do.
-    own = peers.THREADLINE.name + " "
-    failed = any(e.startswith(own) for summary in summaries.values() for e in summary["errors"])
+    failed = any(peers.THREADLINE.name in summary["failed"] for summary in summaries.values())
     failed = failed or bool(encrypted and encrypted["errors"])
     return 1 if failed else 0
 
