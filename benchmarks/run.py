@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import encryption, harness, peers, raw_zmq
+from benchmarks import encryption, harness, peers, raw_zmq, verdict
 from benchmarks.harness import KernelHandle, median, profiled, running_kernel
 from benchmarks.scenarios import SCENARIOS, Scenario, Sizes
 
@@ -248,6 +248,9 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kin
         if comms and comms["rows"][0].get(peers.THREADLINE.name):
             share = comms["rows"][0][peers.THREADLINE.name]["median"] / ceiling["pushpull_msg_s"]
             print(f"  {'threadline comms / push-pull ceiling':42} {share:.0%}")
+    if summaries and len(kinds) > 1:
+        print()
+        print("\n".join(verdict.summary_lines(verdict.standings(summaries, kinds))))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -264,6 +267,8 @@ def markdown(report: dict[str, Any]) -> str:
             metric = f"{row['metric']} ({row['unit']}, {row['better']})"
             cells = [_cell(row.get(k)) for k in kinds] + [_ratio(ratios.get(k)) for k in peers_only]
             lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    if report["scenarios"] and len(kinds) > 1:
+        lines += ["", *verdict.summary_lines(verdict.standings(report["scenarios"], kinds))]
     if report.get("encryption"):
         lines += ["", encryption.markdown(report["encryption"])]
     ceiling = report.get("raw_ceiling")
@@ -351,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": vars(sizes),
         "raw_ceiling": ceiling,
         "scenarios": summaries,
+        "standings": verdict.as_json(verdict.standings(summaries, kinds)),
         "encryption": encrypted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,21 @@ def test_the_results_render_as_the_readme_table(quick_run: dict[str, Any]) -> No
             assert row in table, f"{scenario.name} {metric.name} is not in the table"
     if PEER in quick_run["kernels"]:
         assert "tl/ipk" in table
+        assert "Threadline against each peer, metric by metric" in table
+        judged = {(s["scenario"], s["metric"]) for s in quick_run["standings"] if s["peer"] == PEER}
+        compared = {
+            (sc.name, m.name)
+            for sc in SCENARIOS
+            for m in sc.metrics
+            if m.better != "info"
+            and all(_reported(quick_run, sc.name, kind, m.name) for kind in ("threadline", PEER))
+        }
+        assert compared and judged == compared, f"judged against {PEER}: {sorted(judged ^ compared)}"
+
+
+def _reported(results: dict[str, Any], scenario: str, kind: str, metric: str) -> bool:
+    """Whether some repetition gave a value (a notebook that fails on a peer gives NaN)."""
+    return any(not math.isnan(rep.get(metric, math.nan)) for rep in _values(results, scenario, kind))
 
 
 #: Started in a subprocess: the harness points Jupyter's directories at a temp
