@@ -414,6 +414,31 @@ def collect_run(
     }
 
 
+# -- the host ---------------------------------------------------------------------------
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine so far, from ``/proc/stat``; None elsewhere.
+
+    ``steal`` is time the hypervisor ran something else while this VM had work:
+    on a shared 2-core VM it comes in bursts that slow every kernel measured then.
+    """
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time the hypervisor took between two ``cpu_ticks``."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 # -- statistics -----------------------------------------------------------------------
 
 

@@ -267,6 +267,15 @@ def markdown(report: dict[str, Any]) -> str:
             metric = f"{row['metric']} ({row['unit']}, {row['better']})"
             cells = [_cell(row.get(k)) for k in kinds] + [_ratio(ratios.get(k)) for k in peers_only]
             lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    steals = {name: s["steal"] for name, s in report["scenarios"].items() if s.get("steal") is not None}
+    if steals:
+        lines += [
+            "",
+            "CPU time the hypervisor took from this VM while each scenario ran (`steal` in /proc/stat; "
+            "it slows whichever kernel is measured then): "
+            + ", ".join(f"{name} {share:.1%}" for name, share in steals.items())
+            + ".",
+        ]
     if report["scenarios"] and len(kinds) > 1:
         lines += ["", *verdict.summary_lines(verdict.standings(report["scenarios"], kinds))]
     if report.get("encryption"):
@@ -327,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
             if only and scenario.name not in only:
                 continue
             print(f"{scenario.name}: {scenario.title}", flush=True)
+            ticks = harness.cpu_ticks()
             raw = run_scenario(scenario, sizes, kinds, args.profile, gil=args.profile_gil)
-            summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw, kinds)}
+            steal = harness.steal_share(ticks, harness.cpu_ticks())
+            if steal is not None:
+                print(f"  {scenario.name}: the hypervisor took {steal:.1%} of the CPU time", flush=True)
+            summaries[scenario.name] = {**raw, "rows": summarise(scenario, raw, kinds), "steal": steal}
         if (not only or "encryption" in only) and set(kinds) >= encryption.KINDS:
             print("encryption: comms and round trips, plain and CurveZMQ", flush=True)
             encrypted = encryption.run(sizes)

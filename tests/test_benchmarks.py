@@ -84,6 +84,8 @@ def test_every_scenario_runs_for_every_kernel_and_reports_every_metric(quick_run
                 ]
                 missing = [name for name in wanted if name not in rep]
                 assert not missing, f"{scenario.name} {kind}: no {missing}"
+        steal = ran["steal"]  # the host's share of CPU time taken while the scenario ran
+        assert (steal is None) if not Path("/proc/stat").exists() else (0.0 <= steal <= 1.0), steal
     encryption = quick_run["encryption"]
     assert encryption is not None and encryption["errors"] == [], encryption
 
