@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +21,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from tests.kernel_helpers import execute
 from tests.test_asyncio import _SocketLender, make_channel
 from tests.test_gui import PLAIN_SELECT_TOOLKIT, last_number, ok
+from threadline.kernel import shell_channel
 from threadline.kernel.shell_channel import ShellChannel
 
 #: Longer than any test may run (pytest-timeout): a request is "quick" whatever the
@@ -116,6 +119,93 @@ def test_a_post_from_another_thread_ends_the_poll() -> None:
         assert channel._next_request() == "from the IO thread"
         poster.join(30)
         assert runs[0] == 1
+
+
+class _CountedPoll:
+    """Stands in for the channel's ``select.poll``: counts the polls of a wait."""
+
+    def __init__(self, polling: select.poll) -> None:
+        self.polling = polling
+        self.calls = 0
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.calls += 1
+        return self.polling.poll(timeout)
+
+    def __getattr__(self, name: str) -> object:  # register, unregister, modify
+        return getattr(self.polling, name)
+
+
+def _count_polls(channel: ShellChannel) -> _CountedPoll:
+    assert channel._polling is not None
+    counted = _CountedPoll(channel._polling)
+    channel._polling = counted  # type: ignore[assignment]
+    return counted
+
+
+def test_windows_that_run_out_twice_in_a_row_stop_the_polling_for_a_while() -> None:
+    """The back-off (``_POLL_BACKOFF``): a quick request's wait polls to the window's
+    end and nothing comes -- on a busy machine the poll holds the CPU the client
+    needs. Once is chance; twice in a row, the next waits sleep at once, however
+    quickly requests come."""
+    window = 0.05
+    with idle_wait(window) as (channel, lender, loop, runs):
+        lender.theirs.send(b"\x01")
+        assert channel._next_request() == "request 1"
+        polls = _count_polls(channel)
+        sleeping = threading.Event()
+        run_forever = loop.run_forever
+
+        def noted() -> None:
+            sleeping.set()
+            run_forever()
+
+        loop.run_forever = noted  # type: ignore[method-assign]
+        for number, backoff in ((2, 0.0), (3, shell_channel._POLL_BACKOFF)):
+            channel._quick, channel._free_since = True, time.perf_counter()  # as if it came quickly
+            sleeping.clear()
+            calls = polls.calls
+            sender = threading.Thread(
+                target=lambda n=number: sleeping.wait(30) and lender.theirs.send(bytes([n]))
+            )
+            sender.start()
+            assert channel._next_request() == f"request {number}"  # polled the whole window, then slept
+            sender.join(30)
+            assert polls.calls > calls and runs[0] == number
+            assert channel._poll_backoff == backoff
+        assert channel._poll_after > time.perf_counter() - window
+
+        channel._poll_after = time.perf_counter() + 3600.0  # still backing off
+        channel._quick, calls = True, polls.calls
+        lender.theirs.send(b"\x04")
+        assert channel._next_request() == "request 4"
+        assert polls.calls == calls and runs[0] == 4  # no poll at all: slept in the loop
+
+
+def test_misses_double_the_back_off_and_catches_halve_it() -> None:
+    with idle_wait(LONG_WINDOW) as (channel, lender, _, runs):
+        lender.theirs.send(b"\x01")
+        assert channel._next_request() == "request 1"
+        channel._poll_backoff, channel._poll_misses = 8 * shell_channel._POLL_BACKOFF, 5
+        for number, left in ((2, 4), (3, 2), (4, 1), (5, 0)):
+            lender.theirs.send(bytes([number]))  # there before the wait: caught by the poll
+            assert channel._next_request() == f"request {number}"
+            assert channel._poll_backoff == left * shell_channel._POLL_BACKOFF
+            assert channel._poll_misses == 0
+        assert runs[0] == 1
+    with idle_wait(0.0) as (channel, lender, _, runs):  # a window of nothing: every poll misses
+        lender.theirs.send(b"\x01")
+        assert channel._next_request() == "request 1"
+        for number, backoff in ((2, 0), (3, 1), (4, 2), (5, 4)):
+            channel._quick, channel._poll_after = True, 0.0
+            lender.theirs.send(bytes([number]))
+            assert channel._next_request() == f"request {number}"
+            assert channel._poll_backoff == backoff * shell_channel._POLL_BACKOFF
+        channel._poll_backoff = shell_channel._MAX_POLL_BACKOFF
+        channel._quick, channel._poll_after = True, 0.0
+        lender.theirs.send(b"\x06")
+        assert channel._next_request() == "request 6"
+        assert channel._poll_backoff == shell_channel._MAX_POLL_BACKOFF
 
 
 # -- in a kernel -------------------------------------------------------------------

@@ -42,7 +42,16 @@ stream of them (a notebook run by nbclient, a test suite, a widget's
 requests) costs at most the window after each. The poll gives way to
 anything else the loop should do (a callback or timer on it: the loop then
 runs), and the lender offers no window while a GUI toolkit's loop needs the
-wait or when the process may use only one CPU.
+wait or when the process may use only one CPU. And it backs off when it does
+not pay: on a busy machine the next request does not come while this thread
+polls, because the poll holds a CPU the client needs to send it. Two windows
+in a row that ran out with nothing caught stop the polling for 1 ms, doubled
+after each further miss up to a second and halved after each catch (see
+``_POLL_BACKOFF``). With a CPU-bound process beside kernel and client on 2
+cores, 10 fresh kernels each way, interleaved: kernel CPU time per ``pass``
+round trip 665 -> 512 us, its p99 2.07 -> 1.68 ms, ``kernel_info``'s p99
+1.91 -> 0.76 ms; on the idle machine the same within noise (median 0.446 ->
+0.468 ms, p99 1.23 -> 1.24).
 
 A cell that raises with ``stop_on_error`` aborts the execute requests that were
 queued before its reply (other requests are answered as usual). To know exactly
@@ -159,6 +168,12 @@ class ShellChannel:
         #: whether the last request came within the poll window of that.
         self._free_since = 0.0
         self._quick = False
+        #: No polling before this ``perf_counter`` time: the back-off after windows
+        #: that ran out with nothing caught (``_poll_lent``), its current length,
+        #: and how many windows in a row have run out.
+        self._poll_after = 0.0
+        self._poll_backoff = 0.0
+        self._poll_misses = 0
         self._serving_ident: int | None = None
         #: The request the IO thread announced (busy, execute_input) as it posted it,
         #: and the lock it holds while it does (the serving thread waits for it).
@@ -408,17 +423,26 @@ class ShellChannel:
         loop will not run for it. Ends as soon as the loop has anything to do
         -- a callback scheduled from any thread, a timer -- so that it runs.
         """
+        now = time.perf_counter
+        if now() < self._poll_after:
+            return
         polling, queue, loop = self._polling, self._queue, self._loop
         assert polling is not None and loop is not None
         bell = self._bell.fileno()
         window = lender.poll_window()
-        now = time.perf_counter
         while self._quick and not queue and now() < self._free_since + window and not _loop_has_work(loop):
             for fd, _ in polling.poll(0):
                 if fd == bell:
                     self._bell.drain()
-                else:
-                    self._receive(lender)
+                elif self._receive(lender) or queue:  # caught one: polling pays, back off less
+                    halved = self._poll_backoff / 2
+                    self._poll_backoff = halved if halved >= _POLL_BACKOFF else 0.0
+                    self._poll_misses = 0
+        if self._quick and not queue and not _loop_has_work(loop):  # the window ran out: a miss
+            self._poll_misses += 1
+            if self._poll_misses >= _MISSES_TO_BACK_OFF:
+                self._poll_backoff = min(2 * self._poll_backoff or _POLL_BACKOFF, _MAX_POLL_BACKOFF)
+                self._poll_after = now() + self._poll_backoff
 
     def _receive(self, lender: InputLender) -> bool:
         """Receive what the lent descriptor holds; whether a request was answered right here.
@@ -858,6 +882,18 @@ def _failed_result(
     return result
 
 
+#: After two poll windows in a row ran out with nothing caught, no polling for
+#: this long, doubled after each further miss up to the maximum, halved after
+#: each catch. Polling pays when the client's next request comes while this
+#: thread is still on its CPU. On a busy machine (another process computing,
+#: the hypervisor taking CPU time) it does not come: the poll itself holds a
+#: CPU the client needs to send it. Measured with one CPU-bound process beside
+#: a 2-core VM's kernel and client: 55-60 % of windows ran their whole 1 ms
+#: with nothing caught (1-3 % on the idle machine, where a single miss is
+#: chance, hence two in a row).
+_POLL_BACKOFF = 0.001
+_MAX_POLL_BACKOFF = 1.0
+_MISSES_TO_BACK_OFF = 2
 _MAX_INTERRUPT_DEFERRALS = 500  # x 2 ms: give up deferring after about a second
 _THREADLINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _RUN_CODE = InteractiveShell.run_code.__code__  # the frame that runs a cell's code
