@@ -22,9 +22,15 @@ wholly on the right side, and *level* otherwise. A peer's median of zero
 (nothing lost) against a non-zero one of threadline's is behind, with an
 infinite ratio; zero against zero is level.
 
-With 3 repetitions an interval can only span what those three values give,
-so a scenario run few times is called level more readily: the verdict is
-about what this run shows, not what more runs might.
+With few repetitions a bootstrap sees little of the spread: two values per
+kernel give at most three distinct resampled medians, and a pair of runs
+that both happen to fall one way is "behind" with an interval that excludes
+1 (one of the 50 MB comm sends came out 1.06 (1.01-1.12)x ipykernel's from
+2 repetitions each, level in the runs before). So a comparison needs at
+least ``MIN_REPETITIONS`` values of each kernel to be called anything but
+level; with 3 an interval can still only span what three values give, so
+such a scenario is called level more readily. The verdict is about what
+this run shows, not what more runs might.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from typing import Any
 #: Resamples per interval, and the share of them the interval covers.
 RESAMPLES = 2000
 COVERAGE = 0.95
+#: Fewer values than this of either kernel: level, whatever the interval says.
+MIN_REPETITIONS = 3
 
 THREADLINE = "threadline"
 
@@ -117,6 +125,8 @@ def standings(scenarios: dict[str, Any], kinds: Sequence[str]) -> list[Standing]
                 ratio = _ratio(median(ours), median(theirs))
                 low, high = ratio_interval(ours, theirs, paired=paired)
                 verdict, wrong_side = judge(ratio, low, high, row["better"])
+                if min(len(ours), len(theirs)) < MIN_REPETITIONS:
+                    verdict = "level"
                 out.append(Standing(name, row["metric"], peer, ratio, low, high, verdict, wrong_side))
     return out
 
@@ -143,7 +153,8 @@ def summary_lines(found: list[Standing]) -> list[str]:
     for title, chosen in (
         ("Behind (the whole interval on the losing side of 1):", [s for s in found if s.verdict == "behind"]),
         (
-            "Level, with the ratio on the losing side of 1 (the interval includes 1):",
+            "Level, with the ratio on the losing side of 1 (the interval includes 1, "
+            f"or fewer than {MIN_REPETITIONS} repetitions):",
             [s for s in found if s.verdict == "level" and s.wrong_side],
         ),
     ):

@@ -77,6 +77,13 @@ def test_a_missing_repetition_falls_back_to_unpaired_draws() -> None:
     assert len(found) == 1 and found[0].verdict == "ahead"
 
 
+def test_two_repetitions_are_too_few_to_call_either_way() -> None:
+    found = _one("seconds", "lower", [0.0772, 0.0938], [0.0768, 0.0841])  # both a little slower
+    assert found.low > 1 and found.verdict == "level" and found.wrong_side
+    assert _one("seconds", "lower", LOW[:2], HIGH[:2]).verdict == "level"
+    assert _one("seconds", "lower", LOW[:3], HIGH[:3]).verdict == "ahead"
+
+
 def test_counts_of_zero() -> None:
     assert _one("lost", "lower", [0.0] * 5, [0.0] * 5).verdict == "level"
     lost = _one("lost", "lower", [1.0, 3.0, 2.0], [0.0, 0.0, 0.0])
