@@ -223,7 +223,12 @@ def _ratio(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "-"
 
 
-def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kinds: tuple[str, ...]) -> None:
+def print_table(
+    summaries: dict[str, Any],
+    ceiling: dict[str, float] | None,
+    kinds: tuple[str, ...],
+    standings: list[verdict.Standing],
+) -> None:
     peers_only = [k for k in kinds if k != peers.THREADLINE.name]
     widths = [26] * len(kinds)
     header = f"{'scenario / metric':40} " + " ".join(f"{k:{w}}" for k, w in zip(kinds, widths, strict=True))
@@ -248,9 +253,9 @@ def print_table(summaries: dict[str, Any], ceiling: dict[str, float] | None, kin
         if comms and comms["rows"][0].get(peers.THREADLINE.name):
             share = comms["rows"][0][peers.THREADLINE.name]["median"] / ceiling["pushpull_msg_s"]
             print(f"  {'threadline comms / push-pull ceiling':42} {share:.0%}")
-    if summaries and len(kinds) > 1:
+    if standings:
         print()
-        print("\n".join(verdict.summary_lines(verdict.standings(summaries, kinds))))
+        print("\n".join(verdict.summary_lines(standings)))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -347,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             encrypted = encryption.run(sizes)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    standings = verdict.standings(summaries, kinds)
     if summaries or ceiling:
-        print_table(summaries, ceiling, kinds)
+        print_table(summaries, ceiling, kinds, standings)
     if encrypted is not None:
         encryption.print_table(encrypted)
     report = {
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": vars(sizes),
         "raw_ceiling": ceiling,
         "scenarios": summaries,
-        "standings": verdict.as_json(verdict.standings(summaries, kinds)),
+        "standings": verdict.as_json(standings),
         "encryption": encrypted,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

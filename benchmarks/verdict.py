@@ -42,13 +42,13 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
 
+from benchmarks.peers import THREADLINE
+
 #: Resamples per interval, and the share of them the interval covers.
 RESAMPLES = 2000
 COVERAGE = 0.95
 #: Fewer values than this of either kernel: level, whatever the interval says.
 MIN_REPETITIONS = 3
-
-THREADLINE = "threadline"
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ def standings(scenarios: dict[str, Any], kinds: Sequence[str]) -> list[Standing]
         for row in summary["rows"]:
             if row["better"] == "info":
                 continue
-            ours_all = _series(values.get(THREADLINE, []), row["metric"])
-            for peer in (k for k in kinds if k != THREADLINE):
+            ours_all = _series(values.get(THREADLINE.name, []), row["metric"])
+            for peer in (k for k in kinds if k != THREADLINE.name):
                 theirs_all = _series(values.get(peer, []), row["metric"])
                 ours = [x for x in ours_all if not math.isnan(x)]
                 theirs = [x for x in theirs_all if not math.isnan(x)]
