@@ -25,7 +25,7 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from threadline.shell.after_import import when_imported
+from threadline.after_import import when_imported
 
 if TYPE_CHECKING:
     from threadline.compat.kernel import NotebookKernel

@@ -28,8 +28,8 @@ from types import ModuleType
 
 import comm
 
+from threadline.after_import import after_import, when_imported
 from threadline.kernel.comms import Comm
-from threadline.shell.after_import import after_import, when_imported
 
 _KERNEL_MODULE = "ipykernel.ipkernel"
 _COMM_MODULE = "ipykernel.comm.comm"

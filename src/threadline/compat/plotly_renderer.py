@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from threadline.shell.after_import import after_import
+from threadline.after_import import after_import
 
 _MODULE = "plotly.io._renderers"
 _FALLBACK = "plotly_mimetype+notebook"

@@ -16,7 +16,7 @@ threads capturing into two widgets never see each other's output.
 
 ipywidgets is not imported by the kernel: the patch is applied when user code
 first imports ``ipywidgets.widgets.widget_output`` (or at once if it already
-was), through ``shell.after_import``.
+was), through ``threadline.after_import``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from threadline import routing
+from threadline.after_import import when_imported
 from threadline.routing import Parent
-from threadline.shell.after_import import when_imported
 
 _MODULE = "ipywidgets.widgets.widget_output"
 

@@ -5,17 +5,19 @@ Theory of operation
 A few libraries decide something once, at import, in a way threadline must
 amend: ipywidgets' ``Output`` must capture per thread (``shell.widgets``),
 plotly picks its default renderer and ``ipykernel.ipkernel`` replaces
-``comm.create_comm`` with its own (``threadline.compat``). The kernel imports
-none of them itself. One finder at the front of ``sys.meta_path`` finds
+``comm.create_comm`` with its own (``threadline.compat``); and standard
+modules a process may never need are patched only if it imports them:
+multiprocessing's (``shell.children``), the thread pool's (``routing``). The
+kernel imports none of them itself. One finder at the front of ``sys.meta_path`` finds
 nothing itself; for a watched name it asks the other finders for the real spec
 and wraps the loader's ``exec_module`` so the registered functions run once
 the module's code has run. Imports happen on whatever thread user code runs;
-the registry is written only at kernel start.
+the registry is written only at a process's start (the kernel's, a
+spawned child's).
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +27,10 @@ from typing import Any
 AfterImport = Callable[[ModuleType], None]
 
 
-class _AfterImportFinder(importlib.abc.MetaPathFinder):
+class _AfterImportFinder:
+    # A meta path finder is anything with ``find_spec``; not derived from
+    # ``importlib.abc.MetaPathFinder``, whose module imports importlib.resources
+    # (2-7 ms, in the kernel and in every spawned child).
     def __init__(self) -> None:
         self.watched: dict[str, list[AfterImport]] = {}
 
