@@ -64,7 +64,9 @@ class Sizes:
     big_comm_mb: float = 50.0
     big_image_mb: float = 20.0
     big_reps: int = 3
-    children_reps: int = 1
+    #: As many as the flood: with one run per kernel the verdict calls every
+    #: count level, 800 whole lines against 200 included.
+    children_reps: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -90,6 +92,7 @@ class Sizes:
             big_comm_mb=5.0,
             big_image_mb=2.0,
             big_reps=1,
+            children_reps=1,
         )
 
 
