@@ -130,8 +130,12 @@ def flood_code(lines: int) -> str:
     """
 
 
+#: Seconds a cell may take before its children are taken to hang (see ``measure``).
+CELL_TIMEOUT = 30.0
+
+
 def measure(
-    handle: KernelHandle, code: str, lines_each: int = LINES, timeout: float = 30.0
+    handle: KernelHandle, code: str, lines_each: int = LINES, timeout: float = CELL_TIMEOUT
 ) -> dict[str, float]:
     """Run one scenario cell; count what arrived (see the module docstring).
 

@@ -648,7 +648,7 @@ SCENARIOS: list[Scenario] = [
         [
             Metric(
                 f"{name} {key}",
-                "chars" if key == "missing chars" else "lines",
+                workloads.CHILD_UNITS[key],
                 HIGHER if key == "whole" else LOWER,
             )
             for name in CHILD_SCENARIO_NAMES

@@ -154,7 +154,16 @@ def run_big_image(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
 
 # -- child processes' output (benchmarks/children.py's cells, in the one command) ------------
 
-CHILD_METRICS = ("whole", "fragments", "missing chars", "other cell")
+CHILD_METRICS = ("whole", "fragments", "missing chars", "other cell", "s to idle")
+#: Each child metric's unit (``s to idle``: from the request to the cell's idle,
+#: the children's start-up and exit included; a cell given up on counts its timeout).
+CHILD_UNITS = {
+    "whole": "lines",
+    "fragments": "lines",
+    "missing chars": "chars",
+    "other cell": "lines",
+    "s to idle": "s",
+}
 
 
 def children_setup(sizes: Sizes) -> str:
@@ -178,5 +187,8 @@ def run_children(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
     for name, code in children.SCENARIOS.items():
         counts = children.measure(handle, code)
         for key in CHILD_METRICS:
-            out[f"{name} {key}"] = float(counts[key])
+            value = float(counts[key])
+            if key == "s to idle" and math.isnan(value):
+                value = children.CELL_TIMEOUT  # never idle: given up on
+            out[f"{name} {key}"] = value
     return out
