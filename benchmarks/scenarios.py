@@ -493,6 +493,15 @@ CHILD_SCENARIO_NAMES = tuple(CHILD_SCENARIOS)
 #: scenario's sample count is how many lines the ticker printed. No ratio is shown.
 INFO = "info"
 
+#: What the two print scenarios report.
+PRINT_METRICS = [
+    Metric("seconds", "s", LOWER),
+    Metric("broken_lines", "lines", LOWER),
+    Metric("lost_lines", "lines", LOWER),
+    Metric("duplicated_lines", "lines", LOWER),
+    Metric("messages", "msgs", INFO),
+]
+
 #: In the order they run. The sub-millisecond ones (round trips, start-up, the
 #: thread output latency) come before the floods: on this shared 2-core VM,
 #: minutes of both cores flat out make the hypervisor take CPU time for a
@@ -575,25 +584,13 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "print_main",
         "print lines from the main thread",
-        [
-            Metric("seconds", "s", LOWER),
-            Metric("broken_lines", "lines", LOWER),
-            Metric("lost_lines", "lines", LOWER),
-            Metric("duplicated_lines", "lines", LOWER),
-            Metric("messages", "msgs", INFO),
-        ],
+        PRINT_METRICS,
         run_print_main,
     ),
     Scenario(
         "print_threads",
         "print lines from 4 threads",
-        [
-            Metric("seconds", "s", LOWER),
-            Metric("broken_lines", "lines", LOWER),
-            Metric("lost_lines", "lines", LOWER),
-            Metric("duplicated_lines", "lines", LOWER),
-            Metric("messages", "msgs", INFO),
-        ],
+        PRINT_METRICS,
         run_print_threads,
     ),
     Scenario(

@@ -154,9 +154,8 @@ def run_big_image(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
 
 # -- child processes' output (benchmarks/children.py's cells, in the one command) ------------
 
-CHILD_METRICS = ("whole", "fragments", "missing chars", "other cell", "s to idle")
-#: Each child metric's unit (``s to idle``: from the request to the cell's idle,
-#: the children's start-up and exit included; a cell given up on counts its timeout).
+#: Each child metric and its unit (``s to idle``: from the request to the cell's
+#: idle, the children's start-up and exit included; a cell given up on counts its timeout).
 CHILD_UNITS = {
     "whole": "lines",
     "fragments": "lines",
@@ -164,6 +163,7 @@ CHILD_UNITS = {
     "other cell": "lines",
     "s to idle": "s",
 }
+CHILD_METRICS = tuple(CHILD_UNITS)
 
 
 def children_setup(sizes: Sizes) -> str:

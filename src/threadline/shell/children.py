@@ -99,7 +99,7 @@ from threadline.shell import child_process
 from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS
 from threadline.shell.peek import InputWatch, has_input
 
-if TYPE_CHECKING:  # a child process imports this module: keep zmq out of it
+if TYPE_CHECKING:  # only its type: the kernel hands the sender in
     from threadline.io import Sender
 
 _KINDS: Final = {kind: name for name, kind in RECORD_KINDS.items()}
