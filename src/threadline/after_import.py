@@ -22,7 +22,11 @@ import importlib.machinery
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+
+# ``typing`` only for the type checker (see ``threadline.routing``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 AfterImport = Callable[[ModuleType], None]
 

@@ -33,25 +33,32 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar
 
 from threadline.after_import import when_imported
 
+# Not ``typing.TYPE_CHECKING``: a spawned child imports this module before its own
+# code, and ``typing`` is not otherwise imported there (2-3 ms a child, see
+# shell/child_process.py). mypy treats this name the same way.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Final, ParamSpec, Protocol, TypeVar
+
     from threadline.protocol import JSONDict
 
+    P = ParamSpec("P")
+    T = TypeVar("T")
 
-class OutputSink(Protocol):
-    """Takes a thread's output in place of iopub (see ``threadline.shell.widgets``).
+    class OutputSink(Protocol):
+        """Takes a thread's output in place of iopub (see ``threadline.shell.widgets``).
 
-    Called only on the thread whose output it takes.
-    """
+        Called only on the thread whose output it takes.
+        """
 
-    def stream(self, name: str, text: str) -> None: ...
+        def stream(self, name: str, text: str) -> None: ...
 
-    def output(self, msg_type: str, content: dict[str, Any]) -> bool:
-        """Take a display_data / execute_result / error / clear_output; False to decline."""
-        ...
+        def output(self, msg_type: str, content: dict[str, Any]) -> bool:
+            """Take a display_data / execute_result / error / clear_output; False to decline."""
+            ...
 
 
 class Parent:
@@ -190,9 +197,6 @@ def route_to(route: Route | None) -> Iterator[None]:
 
 
 # -- propagation into threads and pools ---------------------------------------------
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _ORIGIN_ATTR = "_threadline_origin"
 _installed = False

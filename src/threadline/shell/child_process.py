@@ -8,10 +8,11 @@ child spawned by multiprocessing begins. The kernel's receiving end
 (``ChildOutput``) and its programs' pipes are in ``children``.
 
 A spawned child imports this module before its own code runs, so it keeps to
-what a child needs: no zmq, no signing, no receiving thread. (Importing
-``children`` instead cost each spawned child 53 ms and 90 modules here, on top
-of multiprocessing's own, and put a pool of 4 spawned workers at 3x
-ipykernel's time to the cell's idle.)
+what a child needs: no zmq, no signing, no receiving thread, not even
+``typing``. (Importing ``children`` instead cost each spawned child 53 ms and
+90 modules here, on top of multiprocessing's own, and put a pool of 4 spawned
+workers at 3x ipykernel's time to the cell's idle; ``typing`` was 2-3 ms of the
+5-7 ms left.)
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Final
 
 from threadline import routing
 from threadline.after_import import when_imported
 from threadline.routing import Parent
 from threadline.shell.child_stream import ChildStream, KernelLink
+
+# ``typing`` only for the type checker (see ``threadline.routing``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 #: The kernel's socket address, in the kernel and in every child that knows it.
 _address: str | None = None

@@ -20,9 +20,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
-from typing import Final
 
 from threadline import routing
+
+# ``typing`` only for the type checker (see ``threadline.routing``).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: A record: kind, parent header JSON, NUL, UTF-8 text. The kind names the stream.
 RECORD_KINDS: Final = {"stdout": b"1", "stderr": b"2"}
