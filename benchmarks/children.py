@@ -27,7 +27,9 @@ on first use and cached)::
     .venv/bin/python -m benchmarks.children --flood 25000   # 4 x 25,000 lines, timed
 
 ``s to idle`` is from the request to the cell's idle status (children's start-up
-included): what a user waits for.
+included): what a user waits for. The full run compares it only for cells whose
+800 lines all arrived whole (``benchmarks.workloads.child_figures``): a cell
+that lost its children's output went idle sooner for doing less.
 """
 
 from __future__ import annotations

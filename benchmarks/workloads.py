@@ -155,7 +155,7 @@ def run_big_image(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
 # -- child processes' output (benchmarks/children.py's cells, in the one command) ------------
 
 #: Each child metric and its unit (``s to idle``: from the request to the cell's
-#: idle, the children's start-up and exit included; a cell given up on counts its timeout).
+#: idle, the children's start-up and exit included; see ``child_figures``).
 CHILD_UNITS = {
     "whole": "lines",
     "fragments": "lines",
@@ -186,9 +186,24 @@ def run_children(handle: KernelHandle, sizes: Sizes) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, code in children.SCENARIOS.items():
         counts = children.measure(handle, code)
-        for key in CHILD_METRICS:
-            value = float(counts[key])
-            if key == "s to idle" and math.isnan(value):
-                value = children.CELL_TIMEOUT  # never idle: given up on
-            out[f"{name} {key}"] = value
+        figures = child_figures(counts, children.CHILDREN * children.LINES, children.CELL_TIMEOUT)
+        out.update((f"{name} {key}", value) for key, value in figures.items())
+    return out
+
+
+def child_figures(counts: dict[str, float], expected_lines: int, timeout: float) -> dict[str, float]:
+    """The compared figures of one children cell (``benchmarks.children.measure``'s counts).
+
+    ``s to idle`` is the time to the cell's complete result. A cell given up on
+    counts its timeout (the user waited at least that long). A cell that went
+    idle with lines missing or broken has no such time: nan, which the verdict
+    leaves out. Else a kernel that loses its children's output would be judged
+    faster for it (xeus-python's forked children deliver nothing, and their
+    cell goes idle sooner than one whose 800 lines all arrive).
+    """
+    out = {key: float(counts[key]) for key in CHILD_METRICS}
+    if math.isnan(out["s to idle"]):
+        out["s to idle"] = timeout  # never idle: given up on
+    elif out["whole"] < expected_lines:
+        out["s to idle"] = math.nan
     return out

@@ -115,3 +115,34 @@ def test_nothing_behind_says_so() -> None:
         {"comms": _summary("msg_s", "higher", HIGH, LOW)}, ("threadline", "xeus-python")
     )
     assert verdict.summary_lines(found).count("* none") == 2
+
+
+def test_a_time_is_compared_only_for_a_complete_result() -> None:
+    """The children cells' ``s to idle``: a peer whose cell went idle sooner because
+    its children's lines were lost is not judged faster; one whose cell never went
+    idle counts the time given up after."""
+    from benchmarks.workloads import CHILD_METRICS, child_figures
+
+    def counts(whole: float, to_idle: float) -> dict[str, float]:
+        return {key: 0.0 for key in CHILD_METRICS} | {"whole": whole, "s to idle": to_idle}
+
+    complete = [child_figures(counts(800, t), 800, 30.0) for t in (0.050, 0.044, 0.036)]
+    lossy = [child_figures(counts(0, t), 800, 30.0) for t in (0.031, 0.031, 0.025)]
+    hung = [child_figures(counts(0, math.nan), 800, 30.0) for _ in range(3)]
+    assert [f["s to idle"] for f in complete] == [0.050, 0.044, 0.036]
+    assert all(math.isnan(f["s to idle"]) for f in lossy)
+    assert [f["s to idle"] for f in hung] == [30.0, 30.0, 30.0]
+
+    def judged(theirs: list[dict[str, float]]) -> dict[str, str]:
+        summary = {
+            "rows": [{"metric": "s to idle", "better": "lower"}, {"metric": "whole", "better": "higher"}],
+            "values": {"threadline": complete, "xeus-python": theirs},
+        }
+        found = verdict.standings({"children": summary}, ("threadline", "xeus-python"))
+        return {s.metric: s.verdict for s in found}
+
+    assert judged(lossy) == {"whole": "ahead"}  # no time to compare: not "behind"
+    assert judged(hung) == {"s to idle": "ahead", "whole": "ahead"}
+    # Without the rule the lossy peer's sooner idle would count against threadline.
+    raw = [counts(0, t) for t in (0.031, 0.031, 0.025)]
+    assert judged(raw)["s to idle"] == "behind"
