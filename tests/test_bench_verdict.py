@@ -146,3 +146,54 @@ def test_a_time_is_compared_only_for_a_complete_result() -> None:
     # Without the rule the lossy peer's sooner idle would count against threadline.
     raw = [counts(0, t) for t in (0.031, 0.031, 0.025)]
     assert judged(raw)["s to idle"] == "behind"
+
+
+def test_a_round_the_hypervisor_slowed_is_run_again(monkeypatch: Any) -> None:
+    """``benchmarks.run``: a round of a scenario with a ``steal_limit`` during which the
+    hypervisor took more is dropped for every kernel and run again -- at most as many
+    times as there are rounds; a scenario without a limit keeps every round."""
+    from benchmarks import harness, run
+    from benchmarks.scenarios import LOWER, Metric, Scenario, Sizes
+
+    def host(steal_per_round: list[float]) -> None:
+        """cpu_ticks as the host gives them: 1000 ticks a round, this share stolen."""
+        readings = iter(range(2 * len(steal_per_round)))
+        total = {"steal": 0, "all": 0}
+
+        def cpu_ticks() -> tuple[int, int]:
+            index = next(readings)
+            if index % 2:  # the reading at a round's end
+                total["steal"] += round(1000 * steal_per_round[index // 2])
+                total["all"] += 1000
+            return total["steal"], total["all"]
+
+        monkeypatch.setattr(harness, "cpu_ticks", cpu_ticks)
+
+    calls: list[str] = []
+
+    def measure(kind: str, sizes: Sizes) -> dict[str, float]:
+        calls.append(kind)
+        return {"ms": float(len(calls))}
+
+    def scenario(limit: float | None) -> Scenario:
+        metrics = [Metric("ms", "ms", LOWER)]
+        return Scenario("s", "s", metrics, measure, "own", lambda sizes: 3, steal_limit=limit)
+
+    kinds = ("threadline", "xeus-python")
+    host([0.0, 0.10, 0.01, 0.0])
+    raw = run.run_scenario(scenario(0.03), Sizes(), kinds)
+    assert raw["run_again"] == [{"round": 2, "steal": 0.10}]
+    assert len(calls) == 8  # 4 rounds of 2 kernels
+    # Round 2 (calls 3-4) is gone for both kernels; rounds are still paired by index.
+    assert [v["ms"] for v in raw["values"]["threadline"]] == [1.0, 6.0, 7.0]
+    assert [v["ms"] for v in raw["values"]["xeus-python"]] == [2.0, 5.0, 8.0]
+
+    calls.clear()
+    host([0.2] * 6)
+    raw = run.run_scenario(scenario(0.03), Sizes(), kinds)
+    assert len(raw["run_again"]) == 3 and len(raw["values"]["threadline"]) == 3  # a host that never calms
+
+    calls.clear()
+    host([0.0, 0.10, 0.0])
+    raw = run.run_scenario(scenario(None), Sizes(), kinds)
+    assert "run_again" not in raw and len(raw["values"]["threadline"]) == 3
