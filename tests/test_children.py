@@ -10,7 +10,9 @@ later cell runs); faulthandler; ``''`` on sys.path after ``%cd``.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import sys
 import textwrap
 from collections import defaultdict
@@ -28,6 +30,7 @@ from tests.kernel_helpers import (
     stop_kernel,
     wait_for_exit,
 )
+from threadline.shell.child_stream import FRAME_HEAD, FRAME_SIZE
 
 CHILDREN, LINES = 4, 200
 PAD = "x" * 40
@@ -126,6 +129,120 @@ def test_a_flood_from_children_blocks_them_and_loses_nothing(kc: BlockingKernelC
     code += "os.waitpid(pid, 0)"
     result = execute(kc, code)
     assert result.stdout == "y" * 100_000 + "\n"
+
+
+def test_long_lines_from_a_childs_threads_arrive_whole(kc: BlockingKernelClient) -> None:
+    """A line longer than a pipe's atomic write goes in several frames, which other
+    writers' frames may come between: 3 threads of a child and a second child each
+    write 20 lines of 10,000-30,000 characters at once; every line arrives whole, once,
+    each writer's in order."""
+    code = textwrap.dedent("""
+        import os, threading
+        def lines(writer):
+            for n in range(20):
+                print(f"<{writer} {n} " + "xyz"[n % 3] * (10_000 + 1_000 * n) + ">")
+        pids = []
+        for child in range(2):
+            pid = os.fork()
+            if pid == 0:
+                writers = [threading.Thread(target=lines, args=(f"{child}.{t}",)) for t in range(3)]
+                for w in writers: w.start()
+                for w in writers: w.join()
+                os._exit(0)
+            pids.append(pid)
+        for pid in pids: os.waitpid(pid, 0)
+    """)
+    result = execute(kc, code, timeout=120)
+    assert result.content["status"] == "ok", result.content
+    seen: dict[str, list[int]] = defaultdict(list)
+    for text in result.stdout.splitlines():
+        match = re.fullmatch(r"<(\d\.\d) (\d+) ([xyz]+)>", text)
+        assert match is not None, f"a broken line: {text[:60]!r}...{text[-20:]!r} ({len(text)} chars)"
+        n = int(match[2])
+        assert match[3] == "xyz"[n % 3] * (10_000 + 1_000 * n), f"line {match[1]} {n} damaged"
+        seen[match[1]].append(n)
+    assert sorted(seen) == [f"{c}.{t}" for c in range(2) for t in range(3)], sorted(seen)
+    assert all(numbers == list(range(20)) for numbers in seen.values()), dict(seen)
+
+
+def test_a_forked_child_does_not_hold_the_kernels_ends_of_the_pipe(kc: BlockingKernelClient) -> None:
+    """The kernel holds its children's pipe open (reading end, and a writing end of its
+    own); a forked child closes its copies, so that once the kernel is gone a child's
+    write fails at once and goes to its descriptor, instead of filling a pipe that only
+    the child itself holds and waiting for ever."""
+    code = textwrap.dedent("""
+        import os
+        def ends():
+            found = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    continue
+                if "/threadline-" in target and target.endswith("/children"):
+                    found.append(fd)
+            return len(found)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, str(ends()).encode())
+            print("the child's line")
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        print("kernel", ends(), "child", os.read(r, 10).decode())
+    """)
+    result = execute(kc, code)
+    assert result.content["status"] == "ok", result.content
+    assert result.stdout.splitlines() == ["the child's line", "kernel 2 child 0"], result.stdout
+
+
+FRAMING_SCRIPT = """
+import json, os
+from threadline.shell.children import ChildOutput
+from threadline.shell.child_stream import FIRST, FRAME_HEAD, frames
+
+class Published:
+    def __init__(self):
+        self.texts = []
+    def publish(self, msg_type, content, parent):
+        self.texts.append([parent.decode(), content["text"]])
+
+published = Published()
+output = ChildOutput(published, (), pipe_programs=False)
+output.start()
+pipe = os.open(output.address, os.O_WRONLY)
+def record(cell, text):
+    return b"1" + json.dumps({"msg_id": cell}).encode() + b"\\0" + text.encode()
+a = list(frames(record("a", "A" * 10_000 + "\\n"), 1, 1))
+b = list(frames(record("b", "B\\n"), 2, 1))
+c_cut = list(frames(record("c", "C" * 6_000 + "\\n"), 3, 1))[0]  # its writer stopped here
+c = list(frames(record("c", "c\\n"), 3, 1))
+d_cut = list(frames(record("d", "D" * 6_000 + "\\n"), 3, 2))[0]  # never finished
+for frame in [a[0], b[0], a[1], c_cut, a[2], *c, d_cut]:
+    os.write(pipe, frame)
+output.close()
+print(json.dumps([len(a), published.texts]))
+"""
+
+
+def test_frames_are_joined_per_writer_and_an_unfinished_record_is_kept(tmp_path: Path) -> None:
+    """The kernel's end of the pipe, alone in a process: a record in 3 frames with
+    another writer's between them arrives whole; a writer that starts a new record
+    before finishing the last (a signal's exception stopped it) has what came of the
+    old one published first; what came of a record never finished is published
+    when the kernel closes."""
+    done = subprocess.run(
+        [sys.executable, "-c", FRAMING_SCRIPT], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    frame_count, texts = json.loads(done.stdout)
+    assert frame_count == 3
+    assert [json.loads(header)["msg_id"] for header, _ in texts] == ["b", "a", "c", "c", "d"], texts
+    cut = FRAME_SIZE - FRAME_HEAD.size - len(b'1{"msg_id": "c"}\0')  # what the first frame holds
+    assert [len(text) for _, text in texts] == [2, 10_001, cut, 2, cut], texts
+    assert texts[0][1] == "B\n" and texts[1][1] == "A" * 10_000 + "\n" and texts[3][1] == "c\n"
+    assert set(texts[2][1]) == {"C"} and set(texts[4][1]) == {"D"}
 
 
 def test_forked_children_reach_the_cell_without_fd_capture(tmp_path: Path) -> None:

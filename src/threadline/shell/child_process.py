@@ -1,7 +1,7 @@
 """What every process of a kernel's family runs -- the kernel and each of its children.
 
 The theory of operation is in ``threadline.shell.children``: this module holds
-the process-wide part -- which socket the kernel's children send to, this
+the process-wide part -- which pipe the kernel's children write to, this
 process's child streams once it is a child, the fork hook, the spawn
 preparation and the pool task wrappers -- and ``start_spawned_child``, where a
 child spawned by multiprocessing begins. The kernel's receiving end
@@ -37,8 +37,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Final
 
-#: The kernel's socket address, in the kernel and in every child that knows it.
+#: The kernel's pipe (its path), in the kernel and in every child that knows it.
 _address: str | None = None
+#: The kernel's own descriptors of the pipe, which a forked child closes: a child
+#: holding the reading end would keep the pipe open after the kernel is gone,
+#: and its writes would fill it and wait for ever instead of failing.
+_kernel_descriptors: tuple[int, ...] = ()
 #: The kernel's own ``OutStream`` objects (inherited by forked children).
 _kernel_streams: tuple[io.TextIOBase, ...] = ()
 #: This process's child streams, once it is a child.
@@ -47,16 +51,19 @@ _hooks_installed = False
 #: Whether this process has started a child (forked, spawned, a forkserver) since
 #: it became the kernel; set just before the first one starts. Until then no record
 #: can be waiting, and ``sync`` -- before every direct line of a thread and every
-#: reply -- skips its look at the socket: a ``poll``, 37-39 us on a thread woken
+#: reply -- skips its look at the pipe: a ``poll``, 37-39 us on a thread woken
 #: from a 20 ms sleep here (its caches cold), of a ~400 us print.
 _children_started = False
 _SPAWN_KEY: Final = "threadline_child_output"
 
 
-def become_kernel(address: str, kernel_streams: tuple[io.TextIOBase, ...]) -> None:
-    """This process is the kernel: its children send to ``address``."""
-    global _address, _kernel_streams
-    _address, _kernel_streams = address, kernel_streams
+def become_kernel(
+    address: str, kernel_streams: tuple[io.TextIOBase, ...], descriptors: tuple[int, ...] = ()
+) -> None:
+    """This process is the kernel: its children write to the pipe at ``address``;
+    ``descriptors`` are the kernel's own ends of it, which a forked child closes."""
+    global _address, _kernel_streams, _kernel_descriptors
+    _address, _kernel_streams, _kernel_descriptors = address, kernel_streams, descriptors
     _install_process_hooks()
 
 
@@ -78,7 +85,7 @@ def start_spawned_child(address: str, header_json: bytes) -> None:
 
 
 def _become_child(*, replace_any: bool) -> None:
-    """Point this process's ``sys.stdout``/``sys.stderr`` at the kernel's socket."""
+    """Point this process's ``sys.stdout``/``sys.stderr`` at the kernel's pipe."""
     global _child_streams
     if _address is None:
         return
@@ -134,6 +141,11 @@ def _before_child() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _kernel_descriptors
+    descriptors, _kernel_descriptors = _kernel_descriptors, ()  # a grandchild has none to close
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _become_child(replace_any=False)
 
 

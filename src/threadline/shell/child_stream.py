@@ -1,15 +1,17 @@
-"""A child process's ``sys.stdout``/``sys.stderr``: whole lines to the kernel's socket.
+"""A child process's ``sys.stdout``/``sys.stderr``: whole lines to the kernel's pipe.
 
 What runs inside a child; the theory of operation, and how a child comes to
 use these, is in ``threadline.shell.children``. In short: each write that ends
-a line sends the complete lines as one datagram (``kind + parent header + NUL
-+ text``) to the kernel; a partial line waits for its newline, a ``flush()``
-or the process's exit. A send blocks while the kernel's queue is full: nothing
-is dropped. Once the kernel is gone, text goes to the file descriptor instead.
+a line sends the complete lines as one record (``kind + parent header + NUL +
+text``) to the kernel's named pipe, in frames of at most ``PIPE_BUF`` bytes,
+each written whole (``write_frames``); a partial line waits for its newline, a
+``flush()`` or the process's exit. A write blocks while the pipe is full:
+nothing is dropped. Once the kernel is gone, text goes to the file descriptor
+instead.
 
 Nothing here takes a lock (each thread's partial line lives under its own key
-of a dict only that thread changes), so nothing can be found held after a
-fork or by a signal handler.
+of a dict only that thread changes, and each thread's frames carry their own
+writer key), so nothing can be found held after a fork or by a signal handler.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
+import select
+import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from threadline import routing
 
@@ -30,18 +33,41 @@ if TYPE_CHECKING:
 
 #: A record: kind, parent header JSON, NUL, UTF-8 text. The kind names the stream.
 RECORD_KINDS: Final = {"stdout": b"1", "stderr": b"2"}
-#: Text per record at most (UTF-8 needs at most 4 bytes a character).
-MAX_RECORD_CHARS: Final = 16 * 1024
+#: Text per record at most: a longer line goes in several records, which another
+#: writer's may come between. (Frames carry a record of any size; this bounds what
+#: the kernel holds of each writer's unfinished record: 4 MiB, UTF-8 being at most
+#: 4 bytes a character. A datagram socket limited records to 16 Ki characters.)
+MAX_RECORD_CHARS: Final = 1024 * 1024
 #: A parent header longer than this is not sent (the record goes to the latest cell).
 MAX_HEADER: Final = 8 * 1024
 
+#: A frame: its size, the writer's key (process id, thread id), where it falls in
+#: its record (``FIRST``, ``LAST``, both or neither), then a piece of the record.
+#: A pipe takes a write of at most ``PIPE_BUF`` bytes whole, never mixed with
+#: another writer's, so each frame is one ``write``; a record that does not fit in
+#: one frame is sent in several, which other writers' frames may come between
+#: (``ChildOutput`` joins them by key).
+FRAME_HEAD: Final = struct.Struct("<HIQB")
+FRAME_SIZE: Final = select.PIPE_BUF
+FIRST: Final = 1
+LAST: Final = 2
+
+
+def frames(record: bytes, pid: int, thread: int) -> Iterator[bytes]:
+    """``record`` as the frames one writer sends (at least one)."""
+    room = FRAME_SIZE - FRAME_HEAD.size
+    for start in range(0, max(len(record), 1), room):
+        piece = record[start : start + room]
+        flags = (FIRST if start == 0 else 0) | (LAST if start + room >= len(record) else 0)
+        yield FRAME_HEAD.pack(FRAME_HEAD.size + len(piece), pid, thread, flags) + piece
+
 
 class KernelLink:
-    """A child's socket to the kernel's ``ChildOutput`` (one per process, made on first use)."""
+    """A child's end of the kernel's pipe (``ChildOutput``; opened once per process, on first use)."""
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self._socket: socket.socket | None = None
+        self._fd = -1
         self._pid = 0
         self._lost = False
 
@@ -59,11 +85,15 @@ class KernelLink:
         if self._lost:
             return False
         try:
-            if self._socket is None or self._pid != os.getpid():
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._socket.connect(self.address)
-                self._pid = os.getpid()
-            self._socket.send(record)  # blocks while the kernel's queue is full
+            pid = os.getpid()
+            if self._pid != pid:  # first use, or a forked child: a descriptor of its own
+                # O_NONBLOCK for the open only: with no reader (the kernel is gone) it
+                # fails at once instead of waiting for one.
+                self._fd = os.open(self.address, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                os.set_blocking(self._fd, True)
+                self._pid = pid
+            for frame in frames(record, pid, threading.get_ident()):
+                os.write(self._fd, frame)  # whole (<= PIPE_BUF); blocks while the pipe is full
         except OSError:  # the kernel is gone: what is left goes to the descriptor
             self._lost = True
             return False

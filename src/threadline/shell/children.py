@@ -5,20 +5,31 @@ Theory of operation
 A child process has no IO thread and must never touch the kernel's ZeroMQ
 sockets or outbox (a forked child inherits them, but only the forking thread
 survives a fork, and the sockets belong to the parent). So children send their
-``sys.stdout`` / ``sys.stderr`` text to the kernel over a socket of their own:
+``sys.stdout`` / ``sys.stderr`` text to the kernel through a pipe of their own:
 
-* The kernel binds a Unix **datagram** socket in a private directory (mode
-  0700, so only the user's own processes can write to it). A datagram is
-  delivered whole or not at all, so a record can never be mixed with another
-  process's record, and each record names its cell: ``kind + parent header
-  (JSON) + NUL + text``. A sender blocks while the kernel's receive queue is
-  full, so a child that writes faster than the kernel reads waits: nothing is
-  dropped, and memory stays bounded.
-* ``ChildOutput`` (kernel side) reads the socket on a small thread of its own,
+* The kernel makes a **named pipe** (FIFO) in a private directory (mode
+  0700, so only the user's own processes can open it) and reads it; each child
+  opens it for writing. A write of at most ``PIPE_BUF`` bytes goes into a pipe
+  whole, never mixed with another writer's, so a record -- ``kind + parent
+  header (JSON) + NUL + text``, naming its cell -- travels in frames of that
+  size (``child_stream.frames``), each one ``write``: one frame for a line, a
+  few for a long one, joined again by writer (process and thread). One pipe is
+  one queue, so records arrive in the order they were written, across all the
+  children: a line a child wrote before it signalled another child comes before
+  that child's. A writer blocks while the pipe is full, so a child that writes
+  faster than the kernel reads waits: nothing is dropped, and memory stays
+  bounded (the pipe holds ``PIPE_CAPACITY`` bytes where the system allows it).
+  It was a Unix datagram socket until 2026-12-04, whose queue the system
+  limits to ``net.unix.max_dgram_qlen`` records (10 here) whatever their size:
+  4 spawned pool workers printing 200 lines each took turns at it, a wake-up
+  per record, and spent 7-8 ms each printing them (1.2-2.2 ms through the
+  pipe, 1.1-1.6 under ipykernel), which the kernel sent as ~60 stream
+  messages (4-5 now).
+* ``ChildOutput`` (kernel side) reads the pipe on a small thread of its own,
   never the IO thread, and publishes each record as a ``stream`` message with
   the record's parent through the outbox; when the outbox is full it waits,
-  the socket fills, and the children wait in turn. Before a request's reply the
-  kernel calls ``sync()``, which moves what the socket already holds on the
+  the pipe fills, and the children wait in turn. Before a request's reply the
+  kernel calls ``sync()``, which moves what the pipe already holds on the
   calling thread: a child's line written before the cell joined the child is
   shown before the cell's idle. A lock makes the thread and ``sync`` take turns.
 * In the child, ``ChildStream`` replaces ``sys.stdout``/``sys.stderr``. It is
@@ -50,13 +61,13 @@ How a child gets its ``ChildStream``:
 * spawned by multiprocessing (spawn, forkserver, and their pools):
   ``multiprocessing.spawn.get_preparation_data`` is wrapped to add one entry
   whose unpickling in the child, before anything else of the child runs, calls
-  ``start_spawned_child`` with the socket's address and the starting cell.
+  ``start_spawned_child`` with the pipe's path and the starting cell.
   The entry unpickles to a guarded ``exec``, so a child interpreter that
   cannot import threadline simply starts without it.
 
 The child's side is in two modules: ``child_process`` (what every process of the
 kernel's family runs: the hooks above, ``start_spawned_child``, ``RoutedCall``)
-and ``child_stream`` (``ChildStream`` and its socket). A spawned child imports
+and ``child_stream`` (``ChildStream`` and its end of the pipe). A spawned child imports
 only those, not this module, which is the kernel's receiving end.
 * programs started with ``subprocess.Popen`` (``run``, asyncio's too) by the
   kernel process, whose stdout or stderr would be the kernel's own (not given,
@@ -81,12 +92,12 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import functools
 import io
 import os
 import select
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -96,18 +107,23 @@ from typing import TYPE_CHECKING, Any, Final
 
 from threadline import routing
 from threadline.shell import child_process
-from threadline.shell.child_stream import MAX_HEADER, MAX_RECORD_CHARS, RECORD_KINDS
+from threadline.shell.child_stream import FIRST, FRAME_HEAD, LAST, RECORD_KINDS
 from threadline.shell.peek import InputWatch, has_input
 
 if TYPE_CHECKING:  # only its type: the kernel hands the sender in
     from threadline.io import Sender
 
 _KINDS: Final = {kind: name for name, kind in RECORD_KINDS.items()}
-_RECEIVE_BUFFER: Final = 4 * MAX_RECORD_CHARS + MAX_HEADER + 64
-#: Records ``sync`` takes at most (the socket queue holds ~10; children may be waiting).
-_SYNC_LIMIT: Final = 1024
-#: Records the receiving thread takes before it publishes them (and lets ``sync`` in).
-_BATCH: Final = 256
+#: The pipe's size, where the system allows it (Linux: ``fs.pipe-max-size``, 1 MiB by
+#: default; otherwise the pipe keeps its 64 KiB). A line with its cell's header is a
+#: frame of ~300-600 bytes: a 1 MiB pipe holds some 2,000 before a writer waits.
+PIPE_CAPACITY: Final = 1024 * 1024
+#: Bytes read from the pipe at a time.
+_READ_SIZE: Final = 256 * 1024
+#: Reads ``sync`` makes at most (children may be writing all the while).
+_SYNC_LIMIT: Final = 8
+#: Reads the receiving thread makes before it publishes them (and lets ``sync`` in).
+_BATCH: Final = 1
 #: A subprocess's partial line is shown once its pipe has been quiet this long (seconds).
 PARTIAL_LINE_DELAY: Final = 0.1
 
@@ -139,7 +155,9 @@ class ChildOutput:
         self._kernel_streams = tuple(kernel_streams)
         self._pipe_programs = pipe_programs
         self._pipes: dict[int, _ProgramPipe] = {}  # read fd -> pipe; changed under the lock
-        self._buffer = bytearray(_RECEIVE_BUFFER)
+        self._buffer = bytearray(_READ_SIZE)
+        self._leftover = b""  # the start of a frame whose rest is still in the pipe
+        self._unfinished: dict[tuple[int, int], bytearray] = {}  # writer -> its record's frames so far
         self._lock = threading.Lock()
         self._closing = False
         self._started = False
@@ -151,38 +169,44 @@ class ChildOutput:
         self._thread = threading.Thread(target=self._serve, name="threadline-children", daemon=True)
 
     def start(self) -> None:
-        """Bind the socket, start receiving, and make children of this process send here."""
+        """Make the pipe, start reading it, and make children of this process write to it."""
         self._directory = tempfile.mkdtemp(prefix="threadline-")  # mode 0700
         self.address = os.path.join(self._directory, "children")
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(self.address)
-        self._socket.setblocking(False)
-        self._socket_has_input = InputWatch(self._socket.fileno())
+        os.mkfifo(self.address, 0o600)
+        self._fd = os.open(self.address, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # A write end of the kernel's own: with no child writing, the pipe is empty
+        # rather than at its end (which would wake the reading thread over and over).
+        self._own_write_end = os.open(self.address, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+        if set_size is not None:
+            with contextlib.suppress(OSError):  # above the system's limit: 64 KiB it is
+                fcntl.fcntl(self._fd, set_size, PIPE_CAPACITY)
+        self._pipe_has_input = InputWatch(self._fd)
         self._wake_read, self._wake_write = os.pipe()
         self._started = True
         self._thread.start()
-        child_process.become_kernel(self.address, self._kernel_streams)
+        child_process.become_kernel(self.address, self._kernel_streams, (self._fd, self._own_write_end))
         if self._pipe_programs:
             _pipe_subprocesses(self)
 
     def sync(self) -> None:
         """Publish what children have already sent, on the calling thread."""
         if not self._started or self._closing:
-            return  # closing: ``close`` delivers the rest (and the socket's descriptor goes)
+            return  # closing: ``close`` delivers the rest (and the pipe's descriptors go)
         if not child_process.children_started() and not self._pipes:
             return  # no child yet: nothing can be waiting (see ``child_process._children_started``)
         if (
-            not self._socket_has_input()
+            not self._pipe_has_input()
             and not (self._pipes and any(has_input(fd) for fd in list(self._pipes)))
             and not self._lock.locked()
         ):
             # The usual case, found without giving up the GIL (see peek). The
             # lock is looked at last: the receiving thread holds it from taking
-            # records out of the socket until they are published, so a socket
-            # that looks empty may be records taken out and not yet sent.
+            # records out of the pipe until they are published, so a pipe that
+            # looks empty may be records taken out and not yet sent.
             return
         with self._lock:
-            self._receive(limit=_SYNC_LIMIT)
+            self._receive(reads=_SYNC_LIMIT)
             for pipe in list(self._pipes.values()):
                 self._read_pipe(pipe)
 
@@ -211,8 +235,13 @@ class ChildOutput:
         os.write(self._wake_write, b"x")
         self._thread.join(timeout)
         with self._lock:
-            self._receive(limit=_SYNC_LIMIT)
-            self._socket.close()
+            self._receive(reads=_SYNC_LIMIT)
+            # A writer stopped in the middle of a record (a signal's exception): what came.
+            unfinished = [_record(bytes(frames)) for frames in self._unfinished.values()]
+            self._publish([record for record in unfinished if record is not None])
+            self._unfinished.clear()
+            os.close(self._fd)
+            os.close(self._own_write_end)
             for pipe in list(self._pipes.values()):
                 self._read_pipe(pipe)
                 if self._pipes.get(pipe.fd) is pipe:  # still open: a program that outlives us
@@ -222,10 +251,10 @@ class ChildOutput:
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def _serve(self) -> None:
-        socket_fd = self._socket.fileno()
+        pipe_fd = self._fd
         while not self._closing:
             poller = select.poll()
-            poller.register(socket_fd, select.POLLIN)
+            poller.register(pipe_fd, select.POLLIN)
             poller.register(self._wake_read, select.POLLIN)
             with self._lock:
                 pipes = list(self._pipes.values())
@@ -235,9 +264,9 @@ class ChildOutput:
             ready = {fd for fd, _ in poller.poll(PARTIAL_LINE_DELAY * 500 if waiting else None)}
             if self._wake_read in ready:
                 os.read(self._wake_read, 4096)
-            while socket_fd in ready and not self._closing:
+            while pipe_fd in ready and not self._closing:
                 with self._lock:
-                    if self._receive(limit=_BATCH) < _BATCH:
+                    if not self._receive(reads=_BATCH):
                         break
             with self._lock:
                 if self._closing:
@@ -279,25 +308,56 @@ class ChildOutput:
         del self._pipes[pipe.fd]
         os.close(pipe.fd)
 
-    def _receive(self, limit: int) -> int:
-        """Take up to ``limit`` queued records and publish them. Lock held. Returns the count."""
+    def _receive(self, reads: int) -> bool:
+        """Read the pipe up to ``reads`` times; publish the whole records. Lock held.
+
+        Returns whether the pipe may hold more (the last read filled the buffer).
+        """
         records: list[tuple[str, bytes, str]] = []
-        view = memoryview(self._buffer)
-        while len(records) < limit:
+        more = False
+        for _ in range(reads):
             try:
-                size = self._socket.recv_into(self._buffer)
+                size = os.readv(self._fd, [self._buffer])
             except (BlockingIOError, InterruptedError):
-                break
+                size = 0
             except OSError:  # closed during shutdown
+                size = 0
+            if size:
+                self._take_frames(memoryview(self._buffer)[:size], records)
+            more = size == len(self._buffer)
+            if not more:
                 break
-            record = bytes(view[:size])
-            name = _KINDS.get(record[:1])
-            header, nul, data = record[1:].partition(b"\0")
-            if name is None or not nul:
-                continue  # not ours: ignore
-            records.append((name, header, data.decode("utf-8", "replace")))
         self._publish(records)
-        return len(records)
+        return more
+
+    def _take_frames(self, data: memoryview, records: list[tuple[str, bytes, str]]) -> None:
+        """Append the records that ``data``'s frames complete to ``records``. Lock held."""
+        if self._leftover:
+            data = memoryview(self._leftover + bytes(data))
+        head, end, position = FRAME_HEAD.size, len(data), 0
+        while end - position >= head:
+            size, pid, thread, flags = FRAME_HEAD.unpack_from(data, position)
+            if size < head:  # not a frame of ours: nothing after it can be trusted
+                position = end
+                break
+            if end - position < size:
+                break  # the rest of this frame is still in the pipe
+            piece = data[position + head : position + size]
+            position += size
+            key = (pid, thread)
+            if flags & FIRST and self._unfinished and (interrupted := self._unfinished.pop(key, None)):
+                record = _record(bytes(interrupted))  # its writer gave up on it: what came
+                if record is not None:
+                    records.append(record)
+            if flags == FIRST | LAST:  # the usual: a record in one frame
+                if record := _record(bytes(piece)):
+                    records.append(record)
+                continue
+            frames = self._unfinished.setdefault(key, bytearray())
+            frames += piece
+            if flags & LAST and (record := _record(bytes(self._unfinished.pop(key)))):
+                records.append(record)
+        self._leftover = bytes(data[position:])
 
     def _publish(self, records: list[tuple[str, bytes, str]]) -> None:
         """One ``stream`` message per run of whole lines for the same cell and stream.
@@ -326,6 +386,15 @@ class ChildOutput:
             return  # no cell has run yet: nowhere to show it
         with contextlib.suppress(RuntimeError):  # the outbox closed: shutting down
             self._sender.publish("stream", {"name": name, "text": text}, parent=parent)
+
+
+def _record(record: bytes) -> tuple[str, bytes, str] | None:
+    """A child's record as (stream name, parent header, text); None if it is not one."""
+    name = _KINDS.get(record[:1])
+    header, nul, data = record[1:].partition(b"\0")
+    if name is None or not nul:
+        return None
+    return name, header, data.decode("utf-8", "replace")
 
 
 def _latest_header() -> bytes | None:
