@@ -53,13 +53,16 @@ FIRST: Final = 1
 LAST: Final = 2
 
 
+_HEAD: Final = FRAME_HEAD.size
+_ROOM: Final = FRAME_SIZE - FRAME_HEAD.size  # record bytes a frame holds
+
+
 def frames(record: bytes, pid: int, thread: int) -> Iterator[bytes]:
     """``record`` as the frames one writer sends (at least one)."""
-    room = FRAME_SIZE - FRAME_HEAD.size
-    for start in range(0, max(len(record), 1), room):
-        piece = record[start : start + room]
-        flags = (FIRST if start == 0 else 0) | (LAST if start + room >= len(record) else 0)
-        yield FRAME_HEAD.pack(FRAME_HEAD.size + len(piece), pid, thread, flags) + piece
+    for start in range(0, max(len(record), 1), _ROOM):
+        piece = record[start : start + _ROOM]
+        flags = (FIRST if start == 0 else 0) | (LAST if start + _ROOM >= len(record) else 0)
+        yield FRAME_HEAD.pack(_HEAD + len(piece), pid, thread, flags) + piece
 
 
 class KernelLink:
@@ -76,7 +79,7 @@ class KernelLink:
         header = parent.header_json if parent is not None else b""
         if len(header) > MAX_HEADER:
             header = b""
-        for piece in _pieces(text):
+        for piece in (text,) if len(text) <= MAX_RECORD_CHARS else _pieces(text):
             record = kind + header + b"\0" + piece.encode("utf-8", "replace")
             if not self._send_record(record):
                 _write_fd(fd, piece)
@@ -92,8 +95,14 @@ class KernelLink:
                 self._fd = os.open(self.address, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 os.set_blocking(self._fd, True)
                 self._pid = pid
-            for frame in frames(record, pid, threading.get_ident()):
-                os.write(self._fd, frame)  # whole (<= PIPE_BUF); blocks while the pipe is full
+            if len(record) <= _ROOM:  # the usual: one frame
+                os.write(
+                    self._fd,
+                    FRAME_HEAD.pack(_HEAD + len(record), pid, threading.get_ident(), FIRST | LAST) + record,
+                )
+            else:
+                for frame in frames(record, pid, threading.get_ident()):
+                    os.write(self._fd, frame)  # whole (<= PIPE_BUF); blocks while the pipe is full
         except OSError:  # the kernel is gone: what is left goes to the descriptor
             self._lost = True
             return False
