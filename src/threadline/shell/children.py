@@ -318,9 +318,7 @@ class ChildOutput:
         for _ in range(reads):
             try:
                 size = os.readv(self._fd, [self._buffer])
-            except (BlockingIOError, InterruptedError):
-                size = 0
-            except OSError:  # closed during shutdown
+            except OSError:  # empty (BlockingIOError), or closed during shutdown
                 size = 0
             if size:
                 self._take_frames(memoryview(self._buffer)[:size], records)
