@@ -4,7 +4,7 @@ What runs inside a child; the theory of operation, and how a child comes to
 use these, is in ``threadline.shell.children``. In short: each write that ends
 a line sends the complete lines as one record (``kind + parent header + NUL +
 text``) to the kernel's named pipe, in frames of at most ``PIPE_BUF`` bytes,
-each written whole (``write_frames``); a partial line waits for its newline, a
+each written whole (``frames``); a partial line waits for its newline, a
 ``flush()`` or the process's exit. A write blocks while the pipe is full:
 nothing is dropped. Once the kernel is gone, text goes to the file descriptor
 instead.
@@ -22,7 +22,7 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from threadline import routing
 
@@ -51,18 +51,22 @@ FRAME_HEAD: Final = struct.Struct("<HIQB")
 FRAME_SIZE: Final = select.PIPE_BUF
 FIRST: Final = 1
 LAST: Final = 2
-
-
 _HEAD: Final = FRAME_HEAD.size
 _ROOM: Final = FRAME_SIZE - FRAME_HEAD.size  # record bytes a frame holds
 
 
-def frames(record: bytes, pid: int, thread: int) -> Iterator[bytes]:
-    """``record`` as the frames one writer sends (at least one)."""
-    for start in range(0, max(len(record), 1), _ROOM):
-        piece = record[start : start + _ROOM]
-        flags = (FIRST if start == 0 else 0) | (LAST if start + _ROOM >= len(record) else 0)
-        yield FRAME_HEAD.pack(_HEAD + len(piece), pid, thread, flags) + piece
+def frames(record: bytes, pid: int, thread: int) -> list[bytes]:
+    """``record`` (never empty) as the frames one writer sends: one for a line, as a rule."""
+    if len(record) <= _ROOM:
+        return [FRAME_HEAD.pack(_HEAD + len(record), pid, thread, FIRST | LAST) + record]
+    pieces = [record[start : start + _ROOM] for start in range(0, len(record), _ROOM)]
+    return [
+        FRAME_HEAD.pack(
+            _HEAD + len(piece), pid, thread, (FIRST if i == 0 else 0) | (LAST if i == len(pieces) - 1 else 0)
+        )
+        + piece
+        for i, piece in enumerate(pieces)
+    ]
 
 
 class KernelLink:
@@ -95,14 +99,8 @@ class KernelLink:
                 self._fd = os.open(self.address, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 os.set_blocking(self._fd, True)
                 self._pid = pid
-            if len(record) <= _ROOM:  # the usual: one frame
-                os.write(
-                    self._fd,
-                    FRAME_HEAD.pack(_HEAD + len(record), pid, threading.get_ident(), FIRST | LAST) + record,
-                )
-            else:
-                for frame in frames(record, pid, threading.get_ident()):
-                    os.write(self._fd, frame)  # whole (<= PIPE_BUF); blocks while the pipe is full
+            for frame in frames(record, pid, threading.get_ident()):
+                os.write(self._fd, frame)  # whole (<= PIPE_BUF); blocks while the pipe is full
         except OSError:  # the kernel is gone: what is left goes to the descriptor
             self._lost = True
             return False
