@@ -40,7 +40,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from threadline.gui.idle import IdleContext, IdleSelector, Inputhook, MainLoop
 
@@ -64,8 +64,7 @@ class GuiUnavailable(RuntimeError):
     """This toolkit cannot run here (no display, not installed, wrong platform)."""
 
 
-@dataclass(frozen=True)
-class Toolkit:
+class Toolkit(NamedTuple):  # not a dataclass: built at every kernel's import, a tenth of the cost
     """How to run one toolkit's loop in the kernel's idle wait."""
 
     #: Returns the inputhook, after preparing the toolkit; raises GuiUnavailable when it cannot.

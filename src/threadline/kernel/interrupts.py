@@ -56,7 +56,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import FrameType
 
 from threadline.io import IOThread
@@ -85,15 +84,17 @@ def _ignore_poke(signum: int, frame: FrameType | None) -> None:
     """The poke's handler: nothing. Its only job was to break the main thread's wait."""
 
 
-@dataclass
 class _Watch:
     """One watched signal: its handler's runs (main thread), and the IO thread's watch."""
 
-    handler_runs: int = 0
-    active: bool = False
-    base: int = 0
-    since: float = 0.0
-    delay: float = POKE_FIRST
+    __slots__ = ("active", "base", "delay", "handler_runs", "since")
+
+    def __init__(self) -> None:
+        self.handler_runs = 0
+        self.active = False
+        self.base = 0
+        self.since = 0.0
+        self.delay = POKE_FIRST
 
 
 class InterruptDelivery:

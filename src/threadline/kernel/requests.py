@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
 from threadline.kernel import info
@@ -22,6 +21,9 @@ def kernel_info(shell: ThreadlineShell, supported_features: list[str]) -> dict[s
 
 
 def complete(shell: ThreadlineShell, content: dict[str, Any]) -> dict[str, Any]:
+    # Imported here, as IPython does: the shell loads the completer when it is built.
+    from IPython.core.completer import provisionalcompleter, rectify_completions
+
     code = str(content.get("code", ""))
     cursor_pos = content.get("cursor_pos")
     if not isinstance(cursor_pos, int) or not 0 <= cursor_pos <= len(code):

@@ -97,9 +97,7 @@ import functools
 import io
 import os
 import select
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -170,6 +168,8 @@ class ChildOutput:
 
     def start(self) -> None:
         """Make the pipe, start reading it, and make children of this process write to it."""
+        import tempfile  # here: IPython's shell has imported it by now
+
         self._directory = tempfile.mkdtemp(prefix="threadline-")  # mode 0700
         self.address = os.path.join(self._directory, "children")
         os.mkfifo(self.address, 0o600)
@@ -248,7 +248,9 @@ class ChildOutput:
                     self._end_pipe(pipe)
         os.close(self._wake_read)
         os.close(self._wake_write)
-        shutil.rmtree(self._directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the directory holds the pipe alone
+            os.unlink(self.address)
+            os.rmdir(self._directory)
 
     def _serve(self) -> None:
         pipe_fd = self._fd

@@ -35,13 +35,15 @@ The database, its rows and their order are IPython's.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.history import HistoryManager
 from traitlets import Float
+
+if TYPE_CHECKING:  # IPython's history imports sqlite3 when the shell is built
+    import sqlite3
 
 
 class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
@@ -103,6 +105,8 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
             self._hurry.clear()
 
     def _write_inputs(self, conn: sqlite3.Connection, inputs: list[tuple[Any, ...]]) -> None:
+        import sqlite3  # loaded already: the connection is one of its
+
         try:
             _insert(conn, _INPUT_ROW, self.session_number, inputs)
         except sqlite3.IntegrityError:
@@ -117,6 +121,8 @@ class KernelHistoryManager(HistoryManager):  # type: ignore[misc]
                 _insert(conn, _INPUT_ROW, self.session_number, inputs)
 
     def _write_outputs(self, conn: sqlite3.Connection, outputs: list[tuple[Any, ...]]) -> None:
+        import sqlite3
+
         try:
             _insert(conn, _OUTPUT_ROW, self.session_number, outputs)
         except sqlite3.IntegrityError:

@@ -24,20 +24,25 @@ error's traceback is the truth about where it was raised.
 
 from __future__ import annotations
 
-import bdb
 import os
+import sys
 from pathlib import Path
 from types import CodeType, FrameType, TracebackType
 
 #: Where threadline's own modules live (frames from here are the kernel's).
 _KERNEL_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
-#: Frames a debugger's trace function runs in: the interpreter called them, not the user.
-_TRACE_ENTRIES: frozenset[CodeType] = frozenset({bdb.Bdb.trace_dispatch.__code__})
+
+
+def _is_trace_entry(code: CodeType) -> bool:
+    """Is this a debugger's trace function, called by the interpreter, not the user?
+    (No debugger can have run if ``bdb`` was never imported.)"""
+    bdb = sys.modules.get("bdb")
+    return bdb is not None and code is getattr(bdb.Bdb.trace_dispatch, "__code__", None)
 
 
 def _ends_user_code(tb: TracebackType) -> bool:
     code = tb.tb_frame.f_code
-    return code.co_filename.startswith(_KERNEL_DIR) or code in _TRACE_ENTRIES
+    return code.co_filename.startswith(_KERNEL_DIR) or _is_trace_entry(code)
 
 
 def trim_interrupt(tb: TracebackType | None) -> None:
@@ -58,7 +63,7 @@ def _traced_frame_entry(last: TracebackType, cut: TracebackType) -> TracebackTyp
     an entry for it, at the line it stopped on, ends the traceback where the user
     saw the debugger stop.
     """
-    if cut.tb_frame.f_code not in _TRACE_ENTRIES:
+    if not _is_trace_entry(cut.tb_frame.f_code):
         return None
     traced = cut.tb_frame.f_locals.get("frame")
     if not isinstance(traced, FrameType) or traced is last.tb_frame:
