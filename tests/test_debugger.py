@@ -24,14 +24,8 @@ from tests.kernel_helpers import (
     wait_for_exit,
     wait_for_iopub,
 )
-from threadline.kernel.debugger import (
-    HASH_SEED,
-    cell_file_name,
-    debugpy_available,
-    encode_dap,
-    murmur2,
-    read_dap,
-)
+from threadline.kernel.debugger import debugpy_available, encode_dap, read_dap
+from threadline.shell.cell_names import HASH_SEED, cell_file_name, murmur2
 
 pytestmark = pytest.mark.skipif(not debugpy_available(), reason="debugpy is not installed")
 

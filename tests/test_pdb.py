@@ -59,14 +59,28 @@ def test_debug_post_mortem_through_stdin(kc: BlockingKernelClient) -> None:
     assert "\n42\n" in text  # p x
 
 
-def test_every_way_in_opens_the_kernel_debugger(kc: BlockingKernelClient) -> None:
-    """pdb.Pdb, IPython's Pdb, %debug's class and the shell's (which the ipdb package asks for)."""
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import pdb",
+        "import IPython.core.debugger",  # which imports pdb before it defines its classes
+        "get_ipython().debugger_cls",  # %debug's way: the kernel's debugger module first
+        "import threadline.shell.pdb_prompt",
+    ],
+)
+def test_every_way_in_opens_the_kernel_debugger(kc: BlockingKernelClient, first: str) -> None:
+    """pdb.Pdb, pdb.set_trace, IPython's Pdb, %debug's class and the shell's (which the ipdb
+    package asks for), whichever module comes first. The kernel imports none of them itself."""
+    loaded = "import sys\nprint(sorted({'pdb', 'IPython.core.debugger'} & set(sys.modules)))"
+    assert execute(kc, loaded).stdout == "[]\n"
+    assert execute(kc, first).reply["content"]["status"] == "ok"
     code = (
         "import pdb, IPython.core.debugger as d\n"
         "ip = get_ipython()\n"
-        "print({c.__name__ for c in (pdb.Pdb, d.Pdb, ip.debugger_cls, ip.InteractiveTB.debugger_cls)})"
+        "print({c.__name__ for c in (pdb.Pdb, d.Pdb, ip.debugger_cls, ip.InteractiveTB.debugger_cls)},"
+        " pdb.set_trace.__module__)"
     )
-    assert execute(kc, code).stdout == "{'KernelPdb'}\n"
+    assert execute(kc, code).stdout == "{'KernelPdb'} threadline.shell.pdb_prompt\n"
 
 
 def test_pdb_post_mortem_uses_the_kernel_debugger(kc: BlockingKernelClient) -> None:

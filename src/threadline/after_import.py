@@ -7,7 +7,8 @@ amend: ipywidgets' ``Output`` must capture per thread (``shell.widgets``),
 plotly picks its default renderer and ``ipykernel.ipkernel`` replaces
 ``comm.create_comm`` with its own (``threadline.compat``); and standard
 modules a process may never need are patched only if it imports them:
-multiprocessing's (``shell.children``), the thread pool's (``routing``). The
+multiprocessing's (``shell.children``), the thread pool's (``routing``), pdb
+and ``getpass`` (``shell.interactive``, ``kernel.kernel``). The
 kernel imports none of them itself. One finder at the front of ``sys.meta_path`` finds
 nothing itself; for a watched name it asks the other finders for the real spec
 and wraps the loader's ``exec_module`` so the registered functions run once
@@ -54,11 +55,19 @@ class _AfterImportFinder:
         return None
 
 
+#: Watched modules whose code is running now (their functions have not run yet).
+_executing: set[str] = set()
+
+
 def _run_after_exec(loader: Any, functions: list[AfterImport]) -> None:
     original = loader.exec_module
 
     def exec_module(module: ModuleType) -> None:
-        original(module)
+        _executing.add(module.__name__)
+        try:
+            original(module)
+        finally:
+            _executing.discard(module.__name__)
         for function in functions:
             function(module)
 
@@ -83,3 +92,11 @@ def when_imported(name: str, function: AfterImport) -> None:
         function(module)
     else:
         after_import(name, function)
+
+
+def importing(name: str) -> bool:
+    """Is the watched module ``name`` being imported right now (its code still running)?
+
+    A module that imports another on its first lines is found in ``sys.modules``
+    half built by the other's functions; they can wait for their own turn."""
+    return name in _executing

@@ -36,11 +36,12 @@ The kernel's own threads (IO, heartbeat, fd pumps, this one) are marked so that
 debugpy never traces or suspends them: a breakpoint stops user code only, and
 control requests are still answered while it is stopped.
 
-Cells get stable file names, as the Jupyter debugger protocol asks: a prefix, the
-Murmur2 hash of the cell's code (seeded with ``HASH_SEED``) and ``.py``. The front
-end computes the same name from ``debugInfo``. ``CellCompiler`` makes IPython
-compile every cell under that name, so a breakpoint set on the name before a cell
-runs is hit when it runs; ``dumpCell`` writes the code to that file for debugpy.
+Cells get stable file names, as the Jupyter debugger protocol asks
+(``shell/cell_names.py``, installed when the kernel starts if debugpy is there):
+``debugInfo`` tells the front end how they are made, and ``dumpCell`` writes the
+code to its file for debugpy. The kernel builds the ``Debugger`` when the first
+``debug_request`` comes: a kernel never debugged imports none of this module,
+pdb included.
 
 State (connection, breakpoints, stopped threads) is touched only on the debugger
 thread.
@@ -51,35 +52,26 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import logging
 import os
 import signal
-import struct
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from IPython.core.compilerop import CachingCompiler
-
 from threadline.io import Sender
 from threadline.kernel.info import debugpy_available
 from threadline.protocol import JSONDict, Message
-from threadline.shell import pdb_prompt
+from threadline.shell import cell_names, pdb_prompt
 from threadline.shell.interactive import ThreadlineShell
 
 log = logging.getLogger("threadline.debugger")
 
-#: The seed of the cell-name hash; the front end reads it from ``debugInfo``.
-HASH_SEED: Final = 0x2F6B_1D47
-CELL_FILE_PREFIX: Final = os.path.join(tempfile.gettempdir(), f"threadline_{os.getpid()}") + os.sep
-CELL_FILE_SUFFIX: Final = ".py"
 #: How long a request may wait for debugpy before it is answered with a failure.
 DAP_TIMEOUT: Final = 30.0
 #: Threads of the kernel itself, which debugpy must neither trace nor suspend.
@@ -91,59 +83,6 @@ _REPR_LIMIT: Final = 1000
 _INTERRUPT_RETRIES: Final = 1000
 _INTERRUPT_RETRY_DELAY: Final = 0.001
 _STEPS: Final = frozenset({"continue", "next", "stepIn", "stepOut"})
-
-
-@functools.cache
-# -- cell file names -----------------------------------------------------------------------
-
-
-def murmur2(data: bytes, seed: int) -> int:
-    """MurmurHash2 (32 bits), as JupyterLab's debugger computes it."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    h = (seed ^ len(data)) & mask
-    whole = len(data) - len(data) % 4
-    for (block,) in struct.iter_unpack("<I", data[:whole]):
-        k = (block * m) & mask
-        k ^= k >> 24
-        k = (k * m) & mask
-        h = ((h * m) & mask) ^ k
-    tail = data[whole:]
-    if len(tail) == 3:
-        h ^= tail[2] << 16
-    if len(tail) >= 2:
-        h ^= tail[1] << 8
-    if tail:
-        h ^= tail[0]
-        h = (h * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    return h ^ (h >> 15)
-
-
-def cell_file_name(code: str) -> str:
-    """The stable file name of a cell with this code.
-
-    ``IPYKERNEL_CELL_NAME``, when set, names every cell, as in ipykernel: tools
-    that compare tracebacks across runs (nbclient's tests, nbval) set it so that
-    no random path shows up in them.
-    """
-    fixed = os.environ.get("IPYKERNEL_CELL_NAME")
-    if fixed is not None:
-        return fixed
-    return f"{CELL_FILE_PREFIX}{murmur2(code.encode('utf-8'), HASH_SEED)}{CELL_FILE_SUFFIX}"
-
-
-class CellCompiler(CachingCompiler):  # type: ignore[misc]
-    """IPython's compiler, naming each cell by the hash of its code (tracebacks still say In[n])."""
-
-    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
-        return cell_file_name(raw_code)
-
-
-def install_cell_file_names(shell: ThreadlineShell) -> None:
-    """Make ``shell`` compile cells under their stable file names (before any cell runs)."""
-    shell.compiler_class = CellCompiler
-    shell.compile = CellCompiler()
 
 
 def _hide_from_debugger(thread: threading.Thread) -> None:
@@ -291,7 +230,6 @@ class Debugger:
         self._debugpy_dir: str | None = None
         self._interrupt_retries = 0
         if self.available:
-            install_cell_file_names(shell)
             pdb_prompt.visual_breakpoint = self._visual_breakpoint
 
     # -- the IO thread's side ------------------------------------------------------------------
@@ -473,9 +411,9 @@ class Debugger:
             body={
                 "isStarted": self._started,
                 "hashMethod": "Murmur2",
-                "hashSeed": HASH_SEED,
-                "tmpFilePrefix": CELL_FILE_PREFIX,
-                "tmpFileSuffix": CELL_FILE_SUFFIX,
+                "hashSeed": cell_names.HASH_SEED,
+                "tmpFilePrefix": cell_names.file_prefix(),
+                "tmpFileSuffix": cell_names.FILE_SUFFIX,
                 "breakpoints": [
                     {"source": path, "breakpoints": breakpoints}
                     for path, breakpoints in self._breakpoints.items()
@@ -490,7 +428,7 @@ class Debugger:
         code = arguments.get("code")
         if not isinstance(code, str):
             return _response(request, success=False, message="dumpCell needs the cell's code")
-        path = Path(cell_file_name(code))
+        path = Path(cell_names.cell_file_name(code))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(code, encoding="utf-8")
         return _response(request, body={"sourcePath": str(path)})

@@ -25,23 +25,23 @@ import asyncio
 import atexit
 import builtins
 import contextlib
-import getpass
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from threadline import gui as gui_loops
 from threadline import routing
+from threadline.after_import import when_imported
 from threadline.io import OutboxClosed
-from threadline.kernel import background, info
+from threadline.kernel import info
 from threadline.kernel.boot import Boot, answer_at_once
 from threadline.kernel.comms import install_comms
-from threadline.kernel.debugger import Debugger
 from threadline.kernel.interrupts import InterruptDelivery
 from threadline.kernel.shell_channel import ABORT_END, COMM_TYPES, STOP, ShellChannel
 from threadline.kernel.stdin import StdinRouter
@@ -53,13 +53,16 @@ from threadline.protocol import (
     error_content,
 )
 from threadline.routing import Parent
-from threadline.shell import pdb_prompt
+from threadline.shell import cell_names
 from threadline.shell.children import ChildOutput
 from threadline.shell.display import KernelLink
 from threadline.shell.fdcapture import FdCapture, default_faulthandler_to
 from threadline.shell.interactive import ThreadlineShell
 from threadline.shell.streams import OutStream
 from threadline.shell.widgets import install_output_capture
+
+if TYPE_CHECKING:
+    from threadline.kernel.debugger import Debugger
 
 log = logging.getLogger("threadline.kernel")
 
@@ -127,6 +130,7 @@ class Kernel:
         self._loop = gui_loops.MainLoop()
         gui_loops.attach(self._loop.idle_selector)
         self._shutdown_requested = threading.Event()
+        self._own_getpass: Callable[..., str] | None = None
         self._close_lock = threading.Lock()
         self._closed = False
         self._close_done = threading.Event()
@@ -146,14 +150,20 @@ class Kernel:
         self.comm_manager = install_comms(self.sender)
         self.shell = shell_class.create(self.link, **(shell_options or {}))
         self.shell.kernel = self
-        self.debugger = Debugger(self.sender, self.shell)
+        if info.debugpy_available():
+            cell_names.install(self.shell)  # before the first cell: see shell/cell_names.py
+        #: Built by the first ``debug_request``: a kernel never debugged does not load it.
+        self.debugger: Debugger | None = None
+        # Imported with the shell built, as IPython imports its magics then.
+        from threadline.kernel import background
+
         #: ``%%background`` cells (kernel/background.py). An interrupt reaches them
         #: when no cell runs in the main shell: one stuck in the foreground is
         #: stopped without the long job running behind it.
         self.background = background.install(self.shell)
         self.channel = self._make_channel(None)
         self.channel.bind_loop(self._loop)
-        self.channel.defer_interrupt = self.debugger.defer_interrupt
+        self.channel.defer_interrupt = self._defer_interrupt
         self.channel.on_idle_interrupt = self._interrupt_background_cells
         self.interrupts = InterruptDelivery(self.io)
         self.interrupts.wake_main = self._wake_main_loop
@@ -214,10 +224,10 @@ class Kernel:
         self.children.start()
         os.register_at_fork(after_in_child=self._forget_in_child)
         _put_working_directory_on_path()
-        self._own_input = (builtins.input, getpass.getpass)  # a forked child gets them back
+        self._own_input = builtins.input  # a forked child gets it back (and getpass's)
         builtins.input = self.stdin.input
-        getpass.getpass = self.stdin.getpass
-        pdb_prompt.install(self.shell)
+        when_imported("getpass", self._take_getpass)
+        self.shell.use_kernel_pdb()
         self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
         atexit.register(self.close)
         self._watch_parent()
@@ -230,6 +240,17 @@ class Kernel:
             first_subscriber_seen=self._release_held_shell,
         )
         return connection
+
+    def _take_getpass(self, module: Any) -> None:
+        """``getpass.getpass`` asks through the stdin channel (when the user's code imports it)."""
+        if self._closed:
+            return  # a forked child imports it: its own terminal, as for input()
+        self._own_getpass = module.getpass
+        module.getpass = self.stdin.getpass
+
+    def _defer_interrupt(self, frame: FrameType | None) -> bool:
+        debugger = self.debugger
+        return debugger is not None and debugger.defer_interrupt(frame)
 
     def _forget_in_child(self) -> None:
         """In a forked child: the sockets, the IO thread and the atexit close are the parent's.
@@ -250,7 +271,10 @@ class Kernel:
         # input() would wait forever for a reply only the parent can receive:
         # the child reads its own stdin, as any child does (EOFError under
         # multiprocessing, which gives it /dev/null).
-        builtins.input, getpass.getpass = self._own_input
+        builtins.input = self._own_input
+        if self._own_getpass is not None:
+            getpass: Any = sys.modules["getpass"]
+            getpass.getpass = self._own_getpass
         # The signal handlers and the wake-up fd are the kernel's too: a signal
         # to the child (Pool.terminate's SIGTERM) must not reach the kernel's
         # wake-up socket, which the kernel would take for its own signal.
@@ -459,6 +483,10 @@ class Kernel:
         kind, content = message.msg_type, message.content
         reply: dict[str, Any] = {"status": "ok"}
         if kind == "debug_request":
+            if self.debugger is None:
+                from threadline.kernel.debugger import Debugger
+
+                self.debugger = Debugger(self.sender, self.shell)
             self.debugger.handle(message)  # busy, reply and idle come from the debugger thread
             return
         if kind == "kernel_info_request":

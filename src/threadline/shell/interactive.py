@@ -26,10 +26,14 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Instance, Type, default
 
+from threadline.after_import import importing, when_imported
 from threadline.shell.display import JupyterDisplayHook, JupyterDisplayPublisher, KernelLink
 from threadline.shell.history import KernelHistoryManager
 from threadline.shell.tracebacks import trim_interrupt
 from threadline.shell.transformer import CellTransformer
+
+#: The modules that bring pdb in: the standard one, IPython's, the kernel's own.
+_PDB_MODULES = ("pdb", "IPython.core.debugger", "threadline.shell.pdb_prompt")
 
 
 class KernelExitAutocall(ExitAutocall):  # type: ignore[misc]
@@ -208,6 +212,25 @@ class ThreadlineShell(InteractiveShell):  # type: ignore[misc]
 
     def set_next_input(self, text: str, replace: bool = False) -> None:
         self.payload_manager.write_payload({"source": "set_next_input", "text": text, "replace": replace})
+
+    def use_kernel_pdb(self) -> None:
+        """Every way into pdb opens ``KernelPdb`` (shell/pdb_prompt.py), from the first
+        import of pdb or IPython's debugger on: a kernel never debugged loads neither.
+
+        IPython's debugger imports pdb before it defines its own classes, and
+        pdb_prompt imports both: whichever comes first, the install waits until
+        none of the three is half built (``after_import.importing``).
+        """
+
+        def install(_module: object) -> None:
+            if any(importing(name) for name in _PDB_MODULES):
+                return  # the one being imported installs when it is done
+            from threadline.shell import pdb_prompt
+
+            pdb_prompt.install(self)
+
+        for name in _PDB_MODULES:
+            when_imported(name, install)
 
     @property
     def debugger_cls(self) -> type:

@@ -7,8 +7,9 @@ Theory of operation
 (the ``ipdb>`` prompt, colours, ``?``/``??``), as under ipykernel. Its prompt is
 ``input()``, which the kernel answers through the stdin channel
 (``kernel/stdin.py``), so the front end shows a text box under the cell.
-``install`` makes every one of those entry points open it; the kernel calls it
-once at start, from the main thread.
+``install`` makes every one of those entry points open it; the shell calls it
+as soon as pdb or IPython's debugger is first imported, by whatever thread
+(``ThreadlineShell.use_kernel_pdb``): a kernel never debugged loads neither.
 
 An interrupt at the prompt (the stop button) ends the debugging session and
 the cell: the prompt is withdrawn, tracing stops, and ``KeyboardInterrupt``
@@ -88,7 +89,7 @@ def set_trace(*, header: str | None = None) -> None:
 
 
 def install(shell: Any) -> None:
-    """Make every way into pdb open ``KernelPdb`` (main thread, once, at start)."""
+    """Make every way into pdb open ``KernelPdb`` (when pdb is first imported; again is harmless)."""
     debugger.Pdb = KernelPdb  # IPython's own set_trace() builds one of these
     pdb.Pdb = KernelPdb  # type: ignore[misc]  # pdb.post_mortem(), pdb.pm(), pdb.run()
     pdb.set_trace = set_trace  # and breakpoint(), through PYTHONBREAKPOINT's default
