@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import queue
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -145,3 +147,47 @@ def test_a_real_kernel_listens_first_and_binds_before_it_imports_ipython(kc: Blo
     order = ["main", "listening", "sockets_bound", "imports_done", "shell_built", "serving"]
     assert list(marks) == order
     assert [marks[name] for name in order] == sorted(marks[name] for name in order)
+
+
+#: What the kernel module leaves to the shell's construction (IPython imports its
+#: completer, tempfile and sqlite3 then) or to first use (the debugger, pdb, getpass).
+LEFT_FOR_LATER = (
+    "IPython.core.completer",
+    "sqlite3",
+    "tempfile",
+    "shutil",
+    "pdb",
+    "bdb",
+    "IPython.core.debugger",
+    "getpass",
+    "threadline.kernel.debugger",
+    "threadline.kernel.background",
+    "threadline.shell.pdb_prompt",
+)
+
+
+def test_the_kernel_module_imports_what_defining_the_kernel_needs() -> None:
+    """``import threadline.kernel.kernel`` in a fresh interpreter loads none of
+    ``LEFT_FOR_LATER`` (the start-up breakdown's import figure; benchmarks/README.md)."""
+    report = (
+        "import sys, threadline.kernel.kernel; "
+        f"print(sorted(m for m in {LEFT_FOR_LATER!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", report], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
+
+
+def test_a_kernel_loads_its_debugger_with_the_first_debug_request(kc: BlockingKernelClient) -> None:
+    """...and a running kernel builds it then (debugInfo needs no debugpy)."""
+    loaded = "import sys; print('threadline.kernel.debugger' in sys.modules)"
+    assert execute(kc, loaded).stdout == "False\n"
+    msg_id = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": "debugInfo"})
+    kc.control_channel.send(msg_id)
+    reply = kc.get_control_msg(timeout=30)
+    assert reply["msg_type"] == "debug_reply"
+    assert reply["content"]["command"] == "debugInfo"
+    assert reply["content"]["success"] is True
+    assert execute(kc, loaded).stdout == "True\n"
