@@ -462,11 +462,10 @@ def profiled(pid: int | None, output: Path | None, rate: int = 200, *, gil: bool
 
     ``gil``: only the thread holding the GIL is sampled (py-spy ``--gil``).
     """
-    if pid is None or output is None or shutil.which("py-spy", path=_scripts_path()) is None:
+    spy = py_spy()
+    if pid is None or output is None or spy is None:
         yield
         return
-    spy = shutil.which("py-spy", path=_scripts_path())
-    assert spy is not None
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
     command += ["--threads", "--nonblocking", "--output", str(output)]
@@ -483,6 +482,11 @@ def profiled(pid: int | None, output: Path | None, rate: int = 200, *, gil: bool
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def py_spy() -> str | None:
+    """The py-spy executable ``--profile`` samples with, if it is installed."""
+    return shutil.which("py-spy", path=_scripts_path())
 
 
 def _scripts_path() -> str:

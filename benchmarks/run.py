@@ -87,7 +87,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="print a results JSON as a Markdown table (for README.md) and exit; runs nothing",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="where to write JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.profile is not None and harness.py_spy() is None:
+        # Else every repetition would run unprofiled and the folder stay empty, unsaid.
+        parser.error("--profile needs py-spy (pip install py-spy), which is not installed here")
+    return args
 
 
 def run_scenario(

@@ -204,3 +204,18 @@ def test_the_harness_gives_up_on_a_kernel_that_stops_answering() -> None:
     assert gave_up is not None, done.stdout + done.stderr
     # Which limit fired, not how fast: the 2 s of silence, not the 60 s timeout.
     assert int(gave_up.group(1)) < 60, done.stdout
+
+
+def test_profiling_without_py_spy_is_refused_up_front(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--profile`` with no py-spy would run every repetition unprofiled and say nothing."""
+    from benchmarks import harness, run
+
+    monkeypatch.setattr(harness, "py_spy", lambda: None)
+    with pytest.raises(SystemExit) as exited:
+        run.parse_args(["--profile", "profiles"])
+    assert exited.value.code == 2
+    assert "--profile needs py-spy" in capsys.readouterr().err
+    monkeypatch.setattr(harness, "py_spy", lambda: "/usr/bin/py-spy")
+    assert run.parse_args(["--profile", "profiles"]).profile is not None
