@@ -222,7 +222,7 @@ d_cut = list(frames(record("d", "D" * 6_000 + "\\n"), 3, 2))[0]  # never finishe
 for frame in [a[0], b[0], a[1], c_cut, a[2], *c, d_cut]:
     os.write(pipe, frame)
 output.close()
-print(json.dumps([len(a), published.texts]))
+print(json.dumps([len(a), published.texts, os.path.exists(os.path.dirname(output.address))]))
 """
 
 
@@ -231,13 +231,14 @@ def test_frames_are_joined_per_writer_and_an_unfinished_record_is_kept(tmp_path:
     another writer's between them arrives whole; a writer that starts a new record
     before finishing the last (a signal's exception stopped it) has what came of the
     old one published first; what came of a record never finished is published
-    when the kernel closes."""
+    when the kernel closes, and the pipe's private directory goes with it."""
     done = subprocess.run(
         [sys.executable, "-c", FRAMING_SCRIPT], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    frame_count, texts = json.loads(done.stdout)
+    frame_count, texts, directory_left = json.loads(done.stdout)
     assert frame_count == 3
+    assert directory_left is False
     assert [json.loads(header)["msg_id"] for header, _ in texts] == ["b", "a", "c", "c", "d"], texts
     cut = FRAME_SIZE - FRAME_HEAD.size - len(b'1{"msg_id": "c"}\0')  # what the first frame holds
     assert [len(text) for _, text in texts] == [2, 10_001, cut, 2, cut], texts

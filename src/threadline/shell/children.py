@@ -248,9 +248,9 @@ class ChildOutput:
                     self._end_pipe(pipe)
         os.close(self._wake_read)
         os.close(self._wake_write)
-        with contextlib.suppress(OSError):  # the directory holds the pipe alone
-            os.unlink(self.address)
-            os.rmdir(self._directory)
+        for remove, path in ((os.unlink, self.address), (os.rmdir, self._directory)):
+            with contextlib.suppress(OSError):  # the directory holds the pipe alone
+                remove(path)
 
     def _serve(self) -> None:
         pipe_fd = self._fd
