@@ -35,7 +35,9 @@ The SIGINT handler may also ask for SIGINT to be sent again (when it landed in
 the kernel's own code; see ``ShellChannel.on_sigint``). It cannot start a
 timer thread or take a lock to do so -- it may have interrupted code holding
 that very lock -- so it writes a marker byte to the same socket, and the IO
-thread sends SIGINT a moment later.
+thread sends SIGINT to the process a moment later, taking the same path as
+the first one (the watch included: a main thread that blocks SIGINT while it
+runs the kernel's code would keep a SIGINT sent to it alone pending for good).
 
 SIGTERM (how a process is asked to end: jupyter_client's fallback, a
 container stopping) is watched the same way, so that a kernel whose main
@@ -51,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 import threading
@@ -191,7 +194,13 @@ class InterruptDelivery:
         self._io.call_later(watch.delay, functools.partial(self._check, signum))
 
     def _resend(self) -> None:
-        self._signal_main(signal.SIGINT)
+        # To the process, as jupyter_client sends it: the main thread takes it at
+        # once unless it blocks SIGINT; then another thread does, and the watch
+        # pokes. (Sent to the main thread alone, it stayed pending there for good.)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except OSError as exc:
+            log.debug("could not send SIGINT again: %s", exc)
 
     def _signal_main(self, signum: int) -> None:
         if self._main_ident is None:
