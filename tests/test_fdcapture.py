@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import sys
+import threading
+from typing import cast
 
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
 from tests.kernel_helpers import execute
+from threadline.shell.fdcapture import FdCapture
 from threadline.shell.peek import c_stdio_pending, flush_c_stdio, has_input
+from threadline.shell.streams import OutStream
 
 GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
 
@@ -71,3 +76,44 @@ def test_c_output_is_in_its_cell_before_the_idle(kc: BlockingKernelClient) -> No
     )
     assert "buffered by C stdio\n" in run.stdout
     assert "straight to fd 1\n" in run.stdout
+
+
+class _Text:
+    """Where the capture's text goes, in place of an ``OutStream`` (which needs a kernel)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+
+def test_close_delivers_the_pipe_without_waiting_for_a_process_that_outlives_the_kernel() -> None:
+    """A child that holds the pipe's write end past the kernel's end (multiprocessing's
+    resource tracker holds stderr until its parent exits) does not hold up ``close``:
+    what it wrote before is delivered, and ``close`` returns while it still runs."""
+    fd = os.dup(2)  # a descriptor of the test's own to capture; fd 2 stays as it is
+    text = _Text()
+    capture = FdCapture(fd, cast(OutStream, text))
+    code = f"import os, sys; os.write({fd}, b'before close\\n'); print(flush=True); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        pass_fds=(fd,),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    closed = threading.Event()
+    try:
+        assert child.stdout.readline() == b"\n"  # it has written, and lives on
+        threading.Thread(target=lambda: (capture.close(timeout=60), closed.set()), daemon=True).start()
+        assert closed.wait(10), "close waited for a process that still holds the pipe"
+        assert child.poll() is None
+        assert text.text == "before close\n"
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        child.stdout.close()
+        capture.original.close()
+        os.close(fd)

@@ -22,6 +22,16 @@ buffer and at the pipe without giving up the GIL.
 Text that arrives from the pump belongs to no cell of its own and follows the
 stream's routing fallback (the most recent execute request).
 
+At shutdown ``close`` delivers what the pipe holds and stops the pump through
+a wake-up pipe of its own; it does not wait for end of file. The pipe's write
+end is inherited by every child process, and one may outlive the kernel: with
+the ``spawn`` or ``forkserver`` start method multiprocessing starts a
+resource tracker that holds stderr until its parent exits (a notebook that
+ran a dask ``LocalCluster`` has one), so end of file would come only after
+the kernel had gone -- the wait was a full second of every such shutdown.
+What such a process writes after the kernel has closed is not delivered,
+as with the child-output pipe (``threadline.shell.children``).
+
 The kernel's own log must not go into the pipe: ``original`` is a text file on
 a duplicate of the original descriptor, for logging and for last-resort output.
 
@@ -81,6 +91,7 @@ class FdCapture:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._lock = threading.Lock()
         self._open = True
+        self._wake_read, self._wake_write = os.pipe()
         self._thread = threading.Thread(target=self._pump, name=f"threadline-fd{fd}", daemon=True)
         self._thread.start()
 
@@ -95,23 +106,25 @@ class FdCapture:
             self._drain()
 
     def close(self, timeout: float = 1.0) -> None:
-        """Restore the descriptor and deliver what was still in the pipe."""
+        """Restore the descriptor and deliver what the pipe holds (see the module's docstring)."""
         if not self._open:
             return
         self._open = False
         flush_c_stdio()
-        os.dup2(self._saved, self.fd)  # the pipe loses its writer: the pump sees EOF
+        os.dup2(self._saved, self.fd)  # this process writes to the pipe no more
+        os.write(self._wake_write, b"x")
         self._thread.join(timeout)
         self._drain()
-        os.close(self._read_end)
-        os.close(self._saved)
+        for fd in (self._read_end, self._saved, self._wake_read, self._wake_write):
+            os.close(fd)
 
     def _pump(self) -> None:
         poller = select.poll()
         poller.register(self._read_end, select.POLLIN | select.POLLHUP)
-        while self._open:
-            poller.poll(500)
-            if not self._drain():
+        poller.register(self._wake_read, select.POLLIN)
+        while True:
+            ready = poller.poll()
+            if not self._drain() or any(fd == self._wake_read for fd, _ in ready):
                 return
 
     def _drain(self) -> bool:
