@@ -57,8 +57,12 @@ class Sizes:
     #: ``startup_parts``: repetitions per kernel, kernels interleaved; in each, the
     #: fastest of ``part_tries`` bare and importing starts in a row (a start varies
     #: by milliseconds as the host's load comes and goes, and load only adds).
+    #: A bare start on this host takes about 11 or about 16 ms, little between;
+    #: with 3 tries, 9 of threadline's 15 repetitions had all three slow in one
+    #: run (1.31x xeus-python's, 1.02-1.41, from the same interpreter binary),
+    #: and none of 40 starts of each, interleaved, told the environments apart.
     part_starts: int = 15
-    part_tries: int = 3
+    part_tries: int = 5
     #: The notebooks and the large outputs: 5 runs of each kind. With 3, a draw of
     #: three that happens to fall one way is "behind" beyond the bootstrap's reach:
     #: the 50 MB comm came out 1.14x (1.02-1.31) ipykernel's from 3 fresh kernels
