@@ -230,6 +230,33 @@ def test_an_interrupt_stops_a_trio_cell(
         assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"  # (noqa: sleep-ok)
 
 
+def test_no_wakeup_fd_is_set_while_a_trio_cell_winds_down(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """trio closes its wake-up sockets before it restores the wake-up fd; a signal in
+    between (an interrupt sent again as the cell ends) made CPython report a
+    BrokenPipeError into the next cell. A system task's ``finally`` runs in that
+    wind-down: the wake-up fd it finds there must be unset."""
+    _, kc = kernel
+    execute(kc, "%autoawait trio\nimport trio")
+    run = execute(
+        kc,
+        "import signal\n"
+        "_wakeup_fd_at_the_end = []\n"
+        "async def _watch():\n"
+        "    try:\n"
+        "        await trio.sleep_forever()\n"
+        "    finally:\n"
+        "        fd = signal.set_wakeup_fd(-1)\n"
+        "        signal.set_wakeup_fd(fd)\n"
+        "        _wakeup_fd_at_the_end.append(fd)\n"
+        "trio.lowlevel.spawn_system_task(_watch)\n"
+        "await trio.sleep(0)",  # (noqa: sleep-ok)
+    )
+    assert run.content["status"] == "ok", run.content
+    assert result_of(kc, "_wakeup_fd_at_the_end") == "[-1]"
+
+
 def test_tasks_go_on_between_cells_sent_at_once(kc: BlockingKernelClient) -> None:
     """As under ipykernel, the loop takes a turn between two queued cells ("Run All"),
     so a task a cell started goes on across them."""

@@ -52,14 +52,24 @@ class TrioCell:
         """Run ``cell`` under a new trio loop on this thread; its result (None if cancelled)."""
         import trio
 
-        async def main() -> Any:
-            with trio.CancelScope() as scope:
-                self._scope = scope
-                self._token = trio.lowlevel.current_trio_token()
-                return await cell
-            return None
-
         on_main_thread = threading.current_thread() is threading.main_thread()
+
+        async def main() -> Any:
+            try:
+                with trio.CancelScope() as scope:
+                    self._scope = scope
+                    self._token = trio.lowlevel.current_trio_token()
+                    return await cell
+                return None
+            finally:
+                if on_main_thread:
+                    # trio closes its wake-up socket pair before it restores the
+                    # wake-up fd: a signal in between (an interrupt sent again as
+                    # the cell ends) was written to a half-closed socket, and
+                    # CPython reported BrokenPipeError into the next cell's
+                    # stderr. Nothing needs waking while trio winds down.
+                    signal.set_wakeup_fd(-1)
+
         kernel_wakeup_fd = signal.set_wakeup_fd(-1) if on_main_thread else -1
         try:
             return trio.run(main)
