@@ -22,13 +22,15 @@ buffer and at the pipe without giving up the GIL.
 Text that arrives from the pump belongs to no cell of its own and follows the
 stream's routing fallback (the most recent execute request).
 
-At shutdown ``close`` delivers what the pipe holds and stops the pump through
-a wake-up pipe of its own; it does not wait for end of file. The pipe's write
+At shutdown ``close`` delivers what the pipe holds and stops the pump with a
+ring of its doorbell (``threadline.io.doorbell``); it does not wait for end
+of file. The pipe's write
 end is inherited by every child process, and one may outlive the kernel: with
 the ``spawn`` or ``forkserver`` start method multiprocessing starts a
 resource tracker that holds stderr until its parent exits (a notebook that
 ran a dask ``LocalCluster`` has one), so end of file would come only after
-the kernel had gone -- the wait was a full second of every such shutdown.
+the kernel had gone -- each such shutdown waited for the pump's next poll
+timeout (up to half a second).
 What such a process writes after the kernel has closed is not delivered,
 as with the child-output pipe (``threadline.shell.children``).
 
@@ -53,6 +55,7 @@ import select
 import threading
 from typing import Any, TextIO
 
+from threadline.io import Doorbell
 from threadline.shell.peek import c_stdio_pending, flush_c_stdio, has_input
 from threadline.shell.streams import OutStream
 
@@ -91,7 +94,7 @@ class FdCapture:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._lock = threading.Lock()
         self._open = True
-        self._wake_read, self._wake_write = os.pipe()
+        self._bell = Doorbell()
         self._thread = threading.Thread(target=self._pump, name=f"threadline-fd{fd}", daemon=True)
         self._thread.start()
 
@@ -112,19 +115,21 @@ class FdCapture:
         self._open = False
         flush_c_stdio()
         os.dup2(self._saved, self.fd)  # this process writes to the pipe no more
-        os.write(self._wake_write, b"x")
+        self._bell.ring()
         self._thread.join(timeout)
         self._drain()
-        for fd in (self._read_end, self._saved, self._wake_read, self._wake_write):
-            os.close(fd)
+        os.close(self._read_end)
+        os.close(self._saved)
+        self._bell.close()
 
     def _pump(self) -> None:
         poller = select.poll()
         poller.register(self._read_end, select.POLLIN | select.POLLHUP)
-        poller.register(self._wake_read, select.POLLIN)
+        bell = self._bell.fileno()
+        poller.register(bell, select.POLLIN)
         while True:
             ready = poller.poll()
-            if not self._drain() or any(fd == self._wake_read for fd, _ in ready):
+            if not self._drain() or any(fd == bell for fd, _ in ready):
                 return
 
     def _drain(self) -> bool:
