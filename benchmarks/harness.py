@@ -21,10 +21,12 @@ by a hang.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -415,6 +417,32 @@ def collect_run(
 
 
 # -- the host ---------------------------------------------------------------------------
+
+
+def _fixed_work() -> None:
+    """The same pure Python every time: dict inserts, a repr, a hash; no I/O, no allocation
+    that outlives it."""
+    table: dict[str, int] = {}
+    for i in range(2000):
+        table[str(i)] = i * 2
+    hashlib.sha256(repr(table).encode()).hexdigest()
+
+
+def host_speed(tries: int = 9) -> float:
+    """Microseconds ``_fixed_work`` takes on this machine now: the median of ``tries``.
+
+    This project's 2-core VM ran the same Python at two speeds, 2.2x apart, for
+    half a second to several seconds at a time, with no steal in ``/proc/stat``
+    (benchmarks/README.md, the eighteenth round): a slow spell that the steal
+    figure cannot show. Sampled before each round of a scenario (5-11 ms), it
+    shows which rounds ran in one.
+    """
+    times = []
+    for _ in range(tries):
+        started = time.perf_counter()
+        _fixed_work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
 
 
 def cpu_ticks() -> tuple[int, int] | None:

@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="JSON",
         help="print a results JSON as a Markdown table (for README.md) and exit; runs nothing",
     )
+    parser.add_argument(
+        "--host-speed",
+        type=float,
+        metavar="SECONDS",
+        help="print the host's speed (harness.host_speed) every half second for SECONDS and exit; "
+        "runs no kernel",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="where to write JSON")
     args = parser.parse_args(argv)
     if args.profile is not None and harness.py_spy() is None:
@@ -112,6 +119,7 @@ def run_scenario(
     failed: set[str] = set()
     shared: dict[str, KernelHandle] = {}
     run_again: list[dict[str, float]] = []
+    speeds: list[float] = []  # the host's speed before each round, rounds run again included
     try:
         if scenario.kernel == "shared":
             for kind in kinds:
@@ -127,6 +135,7 @@ def run_scenario(
         while rep < reps:
             shift = rep % len(kinds)
             order = kinds[shift:] + kinds[:shift]
+            speeds.append(harness.host_speed())
             ticks = harness.cpu_ticks()
             this_round: dict[str, dict[str, float]] = {}
             for kind in order:
@@ -163,6 +172,7 @@ def run_scenario(
         "values": values,
         "errors": errors,
         "failed": sorted(failed),
+        "host_speed_us": speeds,
     }
     if run_again:
         summary["run_again"] = run_again
@@ -323,6 +333,16 @@ def markdown(report: dict[str, Any]) -> str:
             + ", ".join(f"{name} {share:.1%}" for name, share in steals.items())
             + ".",
         ]
+    speeds = {name: s["host_speed_us"] for name, s in report["scenarios"].items() if s.get("host_speed_us")}
+    if speeds:
+        lines += [
+            "",
+            "The host's speed before each round, as microseconds for a fixed piece of pure Python "
+            "(`harness.host_speed`; lower is faster, fastest-slowest round; this VM has run it at two "
+            "speeds 2.2x apart, which steal does not show): "
+            + ", ".join(f"{name} {min(us):,.0f}-{max(us):,.0f}" for name, us in speeds.items())
+            + ".",
+        ]
     redone = {name: s["run_again"] for name, s in report["scenarios"].items() if s.get("run_again")}
     if redone:
         lines += [
@@ -346,6 +366,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def watch_host_speed(seconds: float) -> None:
+    """Print the host's speed every half second: the probe the runs take before each round."""
+    ends = time.monotonic() + seconds
+    while time.monotonic() < ends:
+        print(f"{time.strftime('%H:%M:%S')} {harness.host_speed():,.0f} us", flush=True)
+        time.sleep(0.5)
+
+
 def prepare_kernels(wanted: list[str] | None, cache: Path) -> tuple[list[peers.Installed], dict[str, str]]:
     """Each selected kernel's environment, ready; and why any peer is left out."""
     ready: list[peers.Installed] = []
@@ -364,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    if args.host_speed is not None:
+        watch_host_speed(args.host_speed)
         return 0
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.reps:

@@ -85,6 +85,9 @@ def test_every_scenario_runs_for_every_kernel_and_reports_every_metric(quick_run
                 missing = [name for name in wanted if name not in rep]
                 assert not missing, f"{scenario.name} {kind}: no {missing}"
         steal = ran["steal"]  # the host's share of CPU time taken while the scenario ran
+        speeds = ran["host_speed_us"]  # the host's speed before each round (rounds run again too)
+        assert len(speeds) >= len(_values(quick_run, scenario.name, "threadline")), speeds
+        assert all(math.isfinite(us) and us > 0 for us in speeds), speeds
         assert (steal is None) if not Path("/proc/stat").exists() else (0.0 <= steal <= 1.0), steal
     encryption = quick_run["encryption"]
     assert encryption is not None and encryption["errors"] == [], encryption
@@ -142,6 +145,7 @@ def test_the_results_render_as_the_readme_table(quick_run: dict[str, Any]) -> No
         for metric in scenario.metrics:
             row = f"| {scenario.name} | {metric.name} ("
             assert row in table, f"{scenario.name} {metric.name} is not in the table"
+    assert "The host's speed before each round" in table
     if PEER in quick_run["kernels"]:
         assert "tl/ipk" in table
         assert "Threadline against each peer, metric by metric" in table
@@ -219,3 +223,20 @@ def test_profiling_without_py_spy_is_refused_up_front(
     assert "--profile needs py-spy" in capsys.readouterr().err
     monkeypatch.setattr(harness, "py_spy", lambda: "/usr/bin/py-spy")
     assert run.parse_args(["--profile", "profiles"]).profile is not None
+
+
+@pytest.mark.timeout(60)
+def test_the_host_speed_probe_prints_a_figure_and_runs_no_kernel() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--host-speed", "0.1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # One line per half second: "HH:MM:SS N us", N the probe's microseconds.
+    first = done.stdout.splitlines()[0].split()
+    assert len(first) == 3 and first[2] == "us", done.stdout
+    assert float(first[1].replace(",", "")) > 0, done.stdout
+    assert "kernels:" not in done.stdout, done.stdout
