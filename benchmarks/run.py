@@ -324,37 +324,37 @@ def markdown(report: dict[str, Any]) -> str:
             metric = f"{row['metric']} ({row['unit']}, {row['better']})"
             cells = [_cell(row.get(k)) for k in kinds] + [_ratio(ratios.get(k)) for k in peers_only]
             lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
-    steals = {name: s["steal"] for name, s in report["scenarios"].items() if s.get("steal") is not None}
-    if steals:
-        lines += [
-            "",
+    scenarios = report["scenarios"].items()
+    steals = {name: s["steal"] for name, s in scenarios if s.get("steal") is not None}
+    speeds = {name: s["host_speed_us"] for name, s in scenarios if s.get("host_speed_us")}
+    redone = {name: s["run_again"] for name, s in scenarios if s.get("run_again")}
+    # (what the list is, its separator, its items): one paragraph under the table each.
+    for intro, separator, parts in (
+        (
             "CPU time the hypervisor took from this VM while each scenario ran (`steal` in /proc/stat; "
-            "it slows whichever kernel is measured then): "
-            + ", ".join(f"{name} {share:.1%}" for name, share in steals.items())
-            + ".",
-        ]
-    speeds = {name: s["host_speed_us"] for name, s in report["scenarios"].items() if s.get("host_speed_us")}
-    if speeds:
-        lines += [
-            "",
+            "it slows whichever kernel is measured then)",
+            ", ",
+            [f"{name} {share:.1%}" for name, share in steals.items()],
+        ),
+        (
             "The host's speed before each round, as microseconds for a fixed piece of pure Python "
             "(`harness.host_speed`; lower is faster, fastest-slowest round; this VM has run it at two "
-            "speeds 2.2x apart, which steal does not show): "
-            + ", ".join(f"{name} {min(us):,.0f}-{max(us):,.0f}" for name, us in speeds.items())
-            + ".",
-        ]
-    redone = {name: s["run_again"] for name, s in report["scenarios"].items() if s.get("run_again")}
-    if redone:
-        lines += [
-            "",
+            "speeds 2.2x apart, which steal does not show)",
+            ", ",
+            [f"{name} {min(us):,.0f}-{max(us):,.0f}" for name, us in speeds.items()],
+        ),
+        (
             "Rounds run again because the hypervisor took more than the scenario's limit "
-            "(`steal_limit`, every kernel's values of the round dropped): "
-            + "; ".join(
+            "(`steal_limit`, every kernel's values of the round dropped)",
+            "; ",
+            [
                 f"{name} " + ", ".join(f"round {r['round']} ({r['steal']:.1%})" for r in rounds)
                 for name, rounds in redone.items()
-            )
-            + ".",
-        ]
+            ],
+        ),
+    ):
+        if parts:
+            lines += ["", f"{intro}: {separator.join(parts)}."]
     if report["scenarios"] and len(kinds) > 1:
         lines += ["", *verdict.summary_lines(verdict.standings(report["scenarios"], kinds))]
     if report.get("encryption"):
