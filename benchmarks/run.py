@@ -338,8 +338,8 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         (
             "The host's speed before each round, as microseconds for a fixed piece of pure Python "
-            "(`harness.host_speed`; lower is faster, fastest-slowest round; this VM has run it at two "
-            "speeds 2.2x apart, which steal does not show)",
+            "(`harness.host_speed`; lower is faster, fastest-slowest round; a shared host can run it "
+            "at two speeds for seconds at a time, which steal does not show)",
             ", ",
             [f"{name} {min(us):,.0f}-{max(us):,.0f}" for name, us in speeds.items()],
         ),
