@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -442,7 +441,7 @@ def host_speed(tries: int = 9) -> float:
         started = time.perf_counter()
         _fixed_work()
         times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e6
+    return median(times) * 1e6
 
 
 def cpu_ticks() -> tuple[int, int] | None:
