@@ -64,6 +64,9 @@ class Peer:
     #: The distribution whose version the report names.
     distribution: str
     interrupt_mode: str = "signal"
+    #: Whether the launcher imports ``module`` with Python's cyclic collector
+    #: paused (threadline: ``app.launch``); the "imports" figure does as it does.
+    collector_paused: bool = False
     env: dict[str, str] = field(default_factory=dict)
     #: A source tree installed into the environment as well (threadline: this checkout).
     source: Path | None = None
@@ -75,6 +78,7 @@ THREADLINE = Peer(
     ("-m", "threadline", "-f", "{connection_file}"),
     module="threadline.kernel.kernel",
     distribution="threadline",
+    collector_paused=True,
     source=PROJECT_ROOT,
 )
 

@@ -132,9 +132,10 @@ def run_startup_parts(kind: str, sizes: Sizes) -> dict[str, float]:
     env = dict(os.environ)
     bare: list[float] = []
     imported: list[float] = []
+    pause = "import gc; gc.disable(); " if peer.collector_paused else ""
     for _ in range(sizes.part_tries):
         bare.append(_wall([python, "-c", "pass"], env))
-        imported.append(_wall([python, "-c", f"import {peer.module}"], env))
+        imported.append(_wall([python, "-c", f"{pause}import {peer.module}"], env))
     # A start is fixed work plus whatever the host's load adds, never less: the
     # fastest of a few back-to-back starts is the cost itself. (One start each:
     # the same interpreter binary in four environments came out 1.12-1.19x apart.)

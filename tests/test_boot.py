@@ -25,7 +25,7 @@ import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.session import Session as JupyterSession
 
-from tests.kernel_helpers import execute
+from tests.kernel_helpers import execute, start_kernel, stop_kernel
 from threadline.kernel import info
 from threadline.kernel.boot import Boot
 from threadline.protocol import ConnectionInfo, Message
@@ -191,3 +191,37 @@ def test_a_kernel_loads_its_debugger_with_the_first_debug_request(kc: BlockingKe
     assert reply["content"]["command"] == "debugInfo"
     assert reply["content"]["success"] is True
     assert execute(kc, loaded).stdout == "True\n"
+
+
+#: Counts a fresh interpreter's young-generation collections up to the end of a script.
+YOUNG_COLLECTIONS = "import gc; print(gc.get_stats()[0]['collections'])"
+
+
+def test_the_collector_waits_while_the_kernel_is_built() -> None:
+    """``app.launch`` pauses Python's cyclic collector while it builds the kernel,
+    then files what it built in the oldest generation and resumes it, before the
+    user's start-up code runs. So starting a whole kernel runs fewer collections
+    than only importing its module with the collector on; nothing stays frozen;
+    and objects built in the pause, the user namespace among them, are still
+    seen by ``gc.get_referrers``."""
+    import_only = subprocess.run(
+        [sys.executable, "-c", f"import threadline.kernel.kernel; {YOUNG_COLLECTIONS}"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert import_only.returncode == 0, import_only.stderr
+    manager, client = start_kernel(
+        extra_arguments=["--IPKernelApp.exec_lines=['import gc', 'on_in_exec_lines = gc.isenabled()']"]
+    )
+    try:
+        assert int(execute(client, YOUNG_COLLECTIONS).stdout) < int(import_only.stdout)
+        probe = (
+            "marker = object(); "
+            "print(gc.isenabled(), on_in_exec_lines, gc.get_freeze_count(), "
+            "any(referrer is get_ipython().user_ns for referrer in gc.get_referrers(marker)))"
+        )
+        assert execute(client, probe).stdout == "True True 0 True\n"
+    finally:
+        stop_kernel(manager, client)
