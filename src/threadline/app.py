@@ -167,7 +167,7 @@ def launch(args: argparse.Namespace, ipython_options: list[str]) -> int:
     Python's cyclic garbage collector waits while the kernel is built. The
     start-up makes little garbage (under a thousand objects, of ~50,000 it
     leaves tracked), but with the collector on, each young collection examines
-    the last ones' survivors again: 66 collections and 8-9 ms of ``import
+    the last ones' survivors again: 64-66 collections and 7.5-9.5 ms of ``import
     threadline.kernel.kernel`` alone, 77 collections to a served kernel;
     paused, the kernel serves ~10 ms sooner (measured, 12 starts each). Then
     ``gc.freeze()`` and ``gc.unfreeze()`` file everything built so far in the
