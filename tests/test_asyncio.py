@@ -230,6 +230,46 @@ def test_an_interrupt_stops_a_trio_cell(
         assert result_of(kc, "await trio.sleep(0)\n'trio alive'") == "'trio alive'"  # (noqa: sleep-ok)
 
 
+def test_an_interrupt_is_not_lost_to_a_late_delivery_of_the_one_before(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """An interrupt that lands in trio's code cancels the cell and is delivered again
+    a moment later (for a cell that loops without awaiting). On a loaded host that
+    second delivery came late -- after the next cells had started, together with
+    the user's interrupt of one -- and when it was SIGINT too, Python ran the
+    handler once for both, which dropped them as a late resend: the cell slept on
+    (once in CI). Here the IO thread delivers it late on purpose, 2 to 13 ms: the
+    late deliveries land in the cells after theirs and must leave them alone.
+    (The shared handler run needs a scheduling accident too: one run in four
+    hung before the fix; the next test stages it.)"""
+    manager, kc = kernel
+    execute(kc, "%autoawait trio\nimport trio\nimport threadline.kernel.interrupts as interrupts")
+    for delay_ms in range(2, 14):  # where it lands depends on the host: a range
+        reply = interrupt_once(manager, kc, TRIO_CELLS["awaiting"])
+        assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+        # One cell between two interrupted ones, as in CI (a late delivery lands in it, or after).
+        alive = (
+            f"interrupts.RESEND_DELAY = {delay_ms / 1000}\n" + "await trio.sleep(0)\n'trio alive'"
+        )  # (noqa: sleep-ok)
+        assert result_of(kc, alive) == "'trio alive'"
+
+
+def test_a_sigint_is_never_taken_for_a_late_delivery_of_the_one_before(
+    kernel: tuple[KernelManager, BlockingKernelClient],
+) -> None:
+    """What the shared handler run of the test above left: the user's SIGINT handled
+    while the kernel still meant to deliver an earlier cell's interrupt again. The
+    cell stages that state itself (``_resent_for`` naming the cell before it);
+    the SIGINT must interrupt it all the same (it was dropped: the cell slept on)."""
+    manager, kc = kernel
+    execute(kc, "%autoawait trio\nimport trio\nchannel = get_ipython().kernel.channel")
+    staged = "channel._resent_for = channel._cells_started - 1\n"
+    plain = "import time\nprint('go', flush=True)\ntime.sleep(3600)"  # cell code (noqa: sleep-ok)
+    for cell in (TRIO_CELLS["awaiting"], plain):
+        reply = interrupt_once(manager, kc, staged + cell)
+        assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
+
+
 def test_no_wakeup_fd_is_set_while_a_trio_cell_winds_down(
     kernel: tuple[KernelManager, BlockingKernelClient],
 ) -> None:

@@ -31,13 +31,25 @@ counts its run; the IO thread reads the count *before* it reads the socket.
 A SIGINT byte the IO thread does see therefore belongs to a signal whose
 handler had not run when the count was read.
 
-The SIGINT handler may also ask for SIGINT to be sent again (when it landed in
-the kernel's own code; see ``ShellChannel.on_sigint``). It cannot start a
-timer thread or take a lock to do so -- it may have interrupted code holding
-that very lock -- so it writes a marker byte to the same socket, and the IO
-thread sends SIGINT to the process a moment later, taking the same path as
-the first one (the watch included: a main thread that blocks SIGINT while it
-runs the kernel's code would keep a SIGINT sent to it alone pending for good).
+The SIGINT handler may also ask for the interrupt to be delivered again (when
+it landed in the kernel's own code; see ``ShellChannel.on_sigint``). It cannot
+start a timer thread or take a lock to do so -- it may have interrupted code
+holding that very lock -- so it writes a marker byte to the same socket, and
+the IO thread sends a signal to the process a moment later, taking the same
+path as the first one (the watch included: a main thread that blocks signals
+while it runs the kernel's code would keep a signal sent to it alone pending
+for good).
+
+That signal is not SIGINT but one of the kernel's own (``again_signal``),
+with its own handler. Python runs a signal's handler once for any number of
+deliveries that came before it ran, so a SIGINT sent again for a cell that
+has just ended, arriving with the user's next interrupt, left one handler run
+for both -- and that run, taking it for the late resend, dropped the
+interrupt: a trio cell slept on (once in CI, 1 of 953 tests). So a SIGINT is
+always a new interrupt (the user's, or the debugger's when it resumes a
+thread), and an ``again_signal`` whose cell has ended is dropped on its own.
+A handler's drain that takes a marker byte the IO thread had not read yet
+puts it back.
 
 SIGTERM (how a process is asked to end: jupyter_client's fallback, a
 container stopping) is watched the same way, so that a kernel whose main
@@ -65,9 +77,11 @@ from threadline.io import IOThread
 
 log = logging.getLogger("threadline.kernel")
 
-#: Written by the SIGINT handler: "send SIGINT again shortly" (signal numbers start at 1).
+Handler = Callable[[int, FrameType | None], None]
+
+#: Written by the SIGINT handler: "deliver the interrupt again shortly" (signal numbers start at 1).
 RESEND_MARKER = 0
-#: How long after a resend request SIGINT goes again (seconds).
+#: How long after a resend request ``again_signal`` goes (seconds).
 RESEND_DELAY = 0.002
 #: First wait before poking, doubling up to the last, for at most ``POKE_PATIENCE`` (seconds).
 POKE_FIRST = 0.002
@@ -75,12 +89,12 @@ POKE_LAST = 0.128
 POKE_PATIENCE = 2.0
 
 
-def _choose_poke_signal() -> int:
+def _free_realtime_signal() -> int:
     """A real-time signal nobody else has a handler for (the highest free one)."""
     for number in range(signal.SIGRTMAX - 1, signal.SIGRTMIN, -1):
         if signal.getsignal(number) == signal.SIG_DFL:
             return number
-    raise RuntimeError("no free real-time signal to wake the main thread with")
+    raise RuntimeError("no free real-time signal for the kernel's interrupts")
 
 
 def _ignore_poke(signum: int, frame: FrameType | None) -> None:
@@ -115,6 +129,8 @@ class InterruptDelivery:
             end.setblocking(False)
         self._main_ident = threading.main_thread().ident
         self.poke_signal = 0
+        #: What ``resend_soon`` has sent: the interrupt, again (see the module docstring).
+        self.again_signal = 0
         self._watches: dict[int, _Watch] = {}
         #: Pokes sent, for diagnosis (``get_ipython().kernel.interrupts.pokes``).
         self.pokes = 0
@@ -124,14 +140,16 @@ class InterruptDelivery:
 
     # -- main thread ----------------------------------------------------------------
 
-    def install(self, handlers: Mapping[int, Callable[[int, FrameType | None], None]]) -> None:
-        """Install ``handlers`` (signal number -> handler) and watch their signals.
-        Each handler must call ``handler_started`` first. Main thread only."""
+    def install(self, handlers: Mapping[int, Handler], *, again: Handler) -> None:
+        """Install ``handlers`` (signal number -> handler) and watch their signals;
+        ``again`` handles what ``resend_soon`` sends. Each handler must call
+        ``handler_started`` first. Main thread only."""
         if threading.current_thread() is not threading.main_thread():
             return  # an embedded kernel: signals are the host's business
-        self.poke_signal = _choose_poke_signal()
+        self.poke_signal = _free_realtime_signal()
         signal.signal(self.poke_signal, _ignore_poke)
-        for signum, handler in handlers.items():
+        self.again_signal = _free_realtime_signal()
+        for signum, handler in {**handlers, self.again_signal: again}.items():
             self._watches[signum] = _Watch()
             signal.signal(signum, handler)
         signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
@@ -139,13 +157,14 @@ class InterruptDelivery:
 
     def handler_started(self, signum: int = signal.SIGINT) -> None:
         """First thing in a watched signal's handler: what is waiting is being handled now."""
-        self._drain()
+        if RESEND_MARKER in self._drain():
+            self.resend_soon()  # the IO thread's, not ours: put it back
         watch = self._watches.get(signum)
         if watch is not None:
             watch.handler_runs += 1
 
     def resend_soon(self) -> None:
-        """From the SIGINT handler: have SIGINT sent to the main thread again shortly."""
+        """From the SIGINT handler: have ``again_signal`` sent shortly."""
         with contextlib.suppress(OSError):  # full: a marker is already waiting
             self._writer.send(bytes([RESEND_MARKER]))
 
@@ -194,13 +213,13 @@ class InterruptDelivery:
         self._io.call_later(watch.delay, functools.partial(self._check, signum))
 
     def _resend(self) -> None:
-        # To the process, as jupyter_client sends it: the main thread takes it at
-        # once unless it blocks SIGINT; then another thread does, and the watch
+        # To the process, as jupyter_client sends SIGINT: the main thread takes it
+        # at once unless it blocks it; then another thread does, and the watch
         # pokes. (Sent to the main thread alone, it stayed pending there for good.)
         try:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.again_signal)
         except OSError as exc:
-            log.debug("could not send SIGINT again: %s", exc)
+            log.debug("could not deliver the interrupt again: %s", exc)
 
     def _signal_main(self, signum: int) -> None:
         if self._main_ident is None:

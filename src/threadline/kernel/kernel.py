@@ -228,7 +228,10 @@ class Kernel:
         builtins.input = self.stdin.input
         when_imported("getpass", self._take_getpass)
         self.shell.use_kernel_pdb()
-        self.interrupts.install({signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm})
+        self.interrupts.install(
+            {signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm},
+            again=self.channel.on_interrupt_again,
+        )
         atexit.register(self.close)
         self._watch_parent()
         # From here on the IO thread hands every message to this kernel,

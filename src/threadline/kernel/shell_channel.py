@@ -190,8 +190,8 @@ class ShellChannel:
         #: interrupt from another thread). Never by the SIGINT handler.
         self._start_lock = threading.Lock()
         self._interrupt_deferrals = 0
-        #: Synchronous cells started, and which of them a resent SIGINT is for
-        #: (a resend that arrives after its cell ended is dropped).
+        #: Synchronous cells started, and which of them an interrupt sent again is
+        #: for (one that arrives after its cell ended is dropped).
         self._cells_started = 0
         self._resent_for: int | None = None
         # Requests posted (written by the posting thread only) and finished
@@ -772,36 +772,21 @@ class ShellChannel:
         the kernel's own code -- say between taking a stream buffer's lock and
         entering the ``with`` block that releases it -- it could leave a lock
         held and hang the kernel after the cell. So when the main thread is in
-        kernel code, the signal is sent again a moment later, until it lands
-        in user code (bounded; then it is raised wherever it lands). This
+        kernel code, the interrupt is delivered again a moment later
+        (``on_interrupt_again``), until it lands in user code (bounded; then
+        it is raised wherever it lands). This
         handler takes no lock and starts no thread: it may have interrupted
         code that holds one (``threading.Thread.start`` does).
         """
         delivery = self.interrupt_delivery
         if delivery is not None:
-            delivery.handler_started()
+            delivery.handler_started(signum)
         if self.defer_interrupt is not None and self.defer_interrupt(frame):
             return
-        resent_for, self._resent_for = self._resent_for, None
-        if resent_for is not None and (resent_for != self._cells_started or not self._sync_cell_running):
-            return  # sent again for a cell that has ended meanwhile
         if self._sync_cell_running:
-            can_resend = delivery is not None and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
-            trio_cell = self._trio_cell
-            if trio_cell is not None:
-                self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
-                if trio_cell.interrupt_here():
-                    # Landed in trio's own code: the cell is cancelled at its next
-                    # await. If it never awaits again (a loop right after one), the
-                    # signal sent again lands in its code and raises there.
-                    if can_resend:
-                        self._resend(delivery)
-                    return
-            if can_resend and _in_kernel_code(frame):
-                self._resend(delivery)
-                return
-            self._interrupt_deferrals = 0
-            raise KeyboardInterrupt
+            if self._raise_in_running_cell(frame):
+                raise KeyboardInterrupt
+            return
         if self.interrupt_async_cell():
             return
         if self._cell_on_its_way:
@@ -814,8 +799,52 @@ class ShellChannel:
         if self.on_idle_interrupt is not None:
             self.on_idle_interrupt()
 
+    def on_interrupt_again(self, signum: int, frame: FrameType | None) -> None:
+        """The handler of ``InterruptDelivery.again_signal`` (main thread): an interrupt
+        ``on_sigint`` deferred lands again -- unless its cell has ended meanwhile.
+
+        It is a signal of its own, not SIGINT: Python runs a handler once for
+        every delivery that came before it ran, so a late resend that shared a
+        run with the user's next SIGINT made that run drop both.
+        """
+        delivery = self.interrupt_delivery
+        if delivery is not None:
+            delivery.handler_started(signum)
+        if self.defer_interrupt is not None and self.defer_interrupt(frame):
+            return
+        resent_for, self._resent_for = self._resent_for, None
+        if (
+            resent_for == self._cells_started
+            and self._sync_cell_running
+            and self._raise_in_running_cell(frame)
+        ):
+            raise KeyboardInterrupt
+
+    def _raise_in_running_cell(self, frame: FrameType | None) -> bool:
+        """From a signal handler, with a synchronous (or trio) cell running: True means
+        "raise ``KeyboardInterrupt`` now" (the handler raises it, so that the
+        traceback's last frames are the cell's and the handler's); False, that the
+        interrupt was delivered another way (trio's cancellation) or comes again."""
+        delivery = self.interrupt_delivery
+        can_resend = delivery is not None and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
+        trio_cell = self._trio_cell
+        if trio_cell is not None:
+            self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
+            if trio_cell.interrupt_here():
+                # Landed in trio's own code: the cell is cancelled at its next
+                # await. If it never awaits again (a loop right after one), the
+                # interrupt sent again lands in its code and raises there.
+                if can_resend:
+                    self._resend(delivery)
+                return False
+        if can_resend and _in_kernel_code(frame):
+            self._resend(delivery)
+            return False
+        self._interrupt_deferrals = 0
+        return True
+
     def _resend(self, delivery: InterruptDelivery | None) -> None:
-        """From the SIGINT handler: have SIGINT sent again shortly, for this cell only."""
+        """From a signal handler: have the interrupt delivered again shortly, for this cell only."""
         assert delivery is not None
         self._interrupt_deferrals += 1
         self._resent_for = self._cells_started
