@@ -349,6 +349,38 @@ def test_control_answers_while_stopped_and_interrupt_ends_the_cell(kc: BlockingK
     assert execute_reply(kc, msg_id)["status"] == "ok"
 
 
+def test_an_interrupt_retried_after_its_cell_ended_leaves_background_cells_alone(
+    kc: BlockingKernelClient,
+) -> None:
+    """Interrupted at a breakpoint on its last line, the cell is resumed by the debugger
+    and ends before the debugger delivers the interrupt again. That delivery was a
+    SIGINT, which then found no cell running and interrupted the %%background cell
+    instead (3 of 3 tries by hand; this test failed 5 of 6 runs, the next run's
+    breakpoint never stopping): now it is dropped with the cell it was for."""
+    execute(kc, "import time\nticks = 0")
+    execute(kc, "%%background\nwhile True:\n    ticks += 1\n    time.sleep(0.001)")  # (noqa: sleep-ok)
+    dbg = DebugClient(kc)
+    dbg.start()
+    code = "marker = 1\nmarker += 1\n"
+    dbg.set_breakpoints(code, 2)
+    dbg.ok("configurationDone")
+    for _ in range(3):
+        msg_id = kc.execute(code)
+        dbg.event("stopped", reason="breakpoint")
+        interrupt = kc.session.msg("interrupt_request")
+        kc.control_channel.send(interrupt)
+        assert get_reply(kc, interrupt["header"]["msg_id"], channel="control")["content"]["status"] == "ok"
+        result = execute_reply(kc, msg_id)
+        # Either the interrupt landed in the cell's line, or the cell ended first.
+        assert result["status"] == "ok" or result.get("ename") == "KeyboardInterrupt", result
+    ticking = (
+        "t0 = ticks\ndeadline = time.monotonic() + 10\n"
+        "while ticks == t0 and time.monotonic() < deadline:\n    time.sleep(0.001)\n"  # (noqa: sleep-ok)
+        "print(ticks > t0)"
+    )
+    assert execute(kc, ticking).stdout == "True\n"
+
+
 def test_variables_without_stopping(kc: BlockingKernelClient) -> None:
     dbg = DebugClient(kc)
     dbg.start()

@@ -56,7 +56,6 @@ import itertools
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -208,9 +207,11 @@ async def _within(future: asyncio.Future[JSONDict], what: str) -> JSONDict:
 class Debugger:
     """Serves ``debug_request``; owns the debugger thread and its connection to debugpy."""
 
-    def __init__(self, sender: Sender, shell: ThreadlineShell) -> None:
+    def __init__(self, sender: Sender, shell: ThreadlineShell, interrupt_again: Callable[[], None]) -> None:
         self.sender = sender
         self.shell = shell
+        #: Delivers a deferred interrupt again (``InterruptDelivery.interrupt_again``).
+        self._interrupt_again = interrupt_again
         self.available = debugpy_available()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -529,7 +530,10 @@ class Debugger:
             with contextlib.suppress(DapError):
                 await self._dap.call("continue", {"threadId": min(self._stopped)})
         await asyncio.sleep(_INTERRUPT_RETRY_DELAY)  # pace the retries while the thread leaves debugpy
-        os.kill(os.getpid(), signal.SIGINT)
+        # Not SIGINT: if the cell has ended meanwhile (the thread it resumed ran to
+        # the cell's end), this one is dropped instead of interrupting whatever
+        # runs next -- a %%background cell, when the main thread is idle.
+        self._interrupt_again()
 
 
 def _response(

@@ -46,8 +46,9 @@ deliveries that came before it ran, so a SIGINT sent again for a cell that
 has just ended, arriving with the user's next interrupt, left one handler run
 for both -- and that run, taking it for the late resend, dropped the
 interrupt: a trio cell slept on (once in CI, 1 of 953 tests). So a SIGINT is
-always a new interrupt (the user's, or the debugger's when it resumes a
-thread), and an ``again_signal`` whose cell has ended is dropped on its own.
+always a new interrupt, and an ``again_signal`` -- these resends, and the
+debugger's when it resumes a thread it had stopped -- whose cell has ended is
+dropped on its own.
 A handler's drain that takes a marker byte the IO thread had not read yet
 puts it back.
 
@@ -187,7 +188,7 @@ class InterruptDelivery:
         bases = {signum: watch.handler_runs for signum, watch in self._watches.items()}
         received = self._drain()
         if RESEND_MARKER in received:
-            self._io.call_later(RESEND_DELAY, self._resend)
+            self._io.call_later(RESEND_DELAY, self.interrupt_again)
         now = time.monotonic()
         for signum, watch in self._watches.items():
             if signum in received:
@@ -212,12 +213,16 @@ class InterruptDelivery:
         watch.delay = min(2 * watch.delay, POKE_LAST)
         self._io.call_later(watch.delay, functools.partial(self._check, signum))
 
-    def _resend(self) -> None:
-        # To the process, as jupyter_client sends SIGINT: the main thread takes it
-        # at once unless it blocks it; then another thread does, and the watch
-        # pokes. (Sent to the main thread alone, it stayed pending there for good.)
+    def interrupt_again(self) -> None:
+        """Deliver the interrupt again now (any thread; the IO thread's resends, the
+        debugger's retries). Without ``install`` (an embedded kernel), SIGINT.
+
+        To the process, as jupyter_client sends SIGINT: the main thread takes it
+        at once unless it blocks it; then another thread does, and the watch
+        pokes. (Sent to the main thread alone, it stayed pending there for good.)
+        """
         try:
-            os.kill(os.getpid(), self.again_signal)
+            os.kill(os.getpid(), self.again_signal or signal.SIGINT)
         except OSError as exc:
             log.debug("could not deliver the interrupt again: %s", exc)
 

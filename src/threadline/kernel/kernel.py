@@ -230,7 +230,7 @@ class Kernel:
         self.shell.use_kernel_pdb()
         self.interrupts.install(
             {signal.SIGINT: self.channel.on_sigint, signal.SIGTERM: self._on_sigterm},
-            again=self.channel.on_interrupt_again,
+            again=self.channel.on_sigint,
         )
         atexit.register(self.close)
         self._watch_parent()
@@ -489,7 +489,7 @@ class Kernel:
             if self.debugger is None:
                 from threadline.kernel.debugger import Debugger
 
-                self.debugger = Debugger(self.sender, self.shell)
+                self.debugger = Debugger(self.sender, self.shell, self.interrupts.interrupt_again)
             self.debugger.handle(message)  # busy, reply and idle come from the debugger thread
             return
         if kind == "kernel_info_request":

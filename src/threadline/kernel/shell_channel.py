@@ -190,8 +190,8 @@ class ShellChannel:
         #: interrupt from another thread). Never by the SIGINT handler.
         self._start_lock = threading.Lock()
         self._interrupt_deferrals = 0
-        #: Synchronous cells started, and which of them an interrupt sent again is
-        #: for (one that arrives after its cell ended is dropped).
+        #: Cells started, and which of them an interrupt sent again is for (one
+        #: that arrives after its cell ended is dropped).
         self._cells_started = 0
         self._resent_for: int | None = None
         # Requests posted (written by the posting thread only) and finished
@@ -714,6 +714,7 @@ class ShellChannel:
         loop = self._loop
         assert loop is not None
         task = loop.create_task(cell)  # the task copies this context: its output goes to this cell
+        self._cells_started += 1
         self._async_cell = task
         if self._starts_interrupted():
             self.shell.interrupting_async_cell = True
@@ -772,16 +773,24 @@ class ShellChannel:
         the kernel's own code -- say between taking a stream buffer's lock and
         entering the ``with`` block that releases it -- it could leave a lock
         held and hang the kernel after the cell. So when the main thread is in
-        kernel code, the interrupt is delivered again a moment later
-        (``on_interrupt_again``), until it lands in user code (bounded; then
-        it is raised wherever it lands). This
+        kernel code, the interrupt is delivered again a moment later (as
+        ``InterruptDelivery.again_signal``, handled here too), until it lands
+        in user code (bounded; then it is raised wherever it lands). This
         handler takes no lock and starts no thread: it may have interrupted
         code that holds one (``threading.Thread.start`` does).
         """
         delivery = self.interrupt_delivery
         if delivery is not None:
             delivery.handler_started(signum)
-        if self.defer_interrupt is not None and self.defer_interrupt(frame):
+            if signum == delivery.again_signal:
+                # An interrupt deferred (below, or by the debugger) lands again. A
+                # signal of its own, not SIGINT: Python runs a handler once for every
+                # delivery that came before it ran, so a late resend that shared a
+                # run with the user's next SIGINT made that run drop both.
+                resent_for, self._resent_for = self._resent_for, None
+                if resent_for != self._cells_started or not self.cell_running:
+                    return  # its cell has ended
+        if self._deferred_to_debugger(frame):
             return
         if self._sync_cell_running:
             if self._raise_in_running_cell(frame):
@@ -799,26 +808,14 @@ class ShellChannel:
         if self.on_idle_interrupt is not None:
             self.on_idle_interrupt()
 
-    def on_interrupt_again(self, signum: int, frame: FrameType | None) -> None:
-        """The handler of ``InterruptDelivery.again_signal`` (main thread): an interrupt
-        ``on_sigint`` deferred lands again -- unless its cell has ended meanwhile.
-
-        It is a signal of its own, not SIGINT: Python runs a handler once for
-        every delivery that came before it ran, so a late resend that shared a
-        run with the user's next SIGINT made that run drop both.
-        """
-        delivery = self.interrupt_delivery
-        if delivery is not None:
-            delivery.handler_started(signum)
-        if self.defer_interrupt is not None and self.defer_interrupt(frame):
-            return
-        resent_for, self._resent_for = self._resent_for, None
-        if (
-            resent_for == self._cells_started
-            and self._sync_cell_running
-            and self._raise_in_running_cell(frame)
-        ):
-            raise KeyboardInterrupt
+    def _deferred_to_debugger(self, frame: FrameType | None) -> bool:
+        """From a signal handler: whether the debugger takes the interrupt (it has this
+        thread stopped); it then resumes the thread and delivers the interrupt
+        again, for the cell running now."""
+        if self.defer_interrupt is None or not self.defer_interrupt(frame):
+            return False
+        self._resent_for = self._cells_started
+        return True
 
     def _raise_in_running_cell(self, frame: FrameType | None) -> bool:
         """From a signal handler, with a synchronous (or trio) cell running: True means
