@@ -47,11 +47,11 @@ handler once for any number of deliveries that came before it ran, so a
 SIGINT sent again for a cell that has just ended, arriving with the user's
 next interrupt, left one handler run for both -- and that run, taking it for
 the late resend, dropped the interrupt: a trio cell slept on (once in CI, 1
-of 953 tests). So a SIGINT is
-always a new interrupt, and an ``again_signal`` -- these resends, and the
-debugger's when it resumes a thread it had stopped -- whose cell has ended is
-dropped on its own. A handler's drain that takes a marker byte the IO
-thread had not read yet puts it back.
+of 953 tests). So a SIGINT is always a new interrupt, and an
+``again_signal`` -- these resends, and the debugger's when it resumes a
+thread it had stopped -- whose cell has ended is dropped on its own. A
+handler's drain that takes a marker byte the IO thread had not read yet puts
+it back.
 
 SIGTERM (how a process is asked to end: jupyter_client's fallback, a
 container stopping) is watched the same way, so that a kernel whose main

@@ -783,19 +783,30 @@ class ShellChannel:
         if delivery is not None:
             delivery.handler_started(signum)
             if signum == delivery.again_signal:
-                # An interrupt deferred (below, or by the debugger) lands again. A
-                # signal of its own, not SIGINT: Python runs a handler once for every
-                # delivery that came before it ran, so a late resend that shared a
-                # run with the user's next SIGINT made that run drop both.
+                # An interrupt deferred (below, or by the debugger) lands again; why
+                # it is not SIGINT: kernel/interrupts.py.
                 resent_for, self._resent_for = self._resent_for, None
                 if resent_for != self._cells_started or not self.cell_running:
                     return  # its cell has ended
         if self._deferred_to_debugger(frame):
             return
         if self._sync_cell_running:
-            if self._raise_in_running_cell(frame):
-                raise KeyboardInterrupt
-            return
+            can_resend = delivery is not None and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
+            trio_cell = self._trio_cell
+            if trio_cell is not None:
+                self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
+                if trio_cell.interrupt_here():
+                    # Landed in trio's own code: the cell is cancelled at its next
+                    # await. If it never awaits again (a loop right after one), the
+                    # interrupt sent again lands in its code and raises there.
+                    if can_resend:
+                        self._resend(delivery)
+                    return
+            if can_resend and _in_kernel_code(frame):
+                self._resend(delivery)
+                return
+            self._interrupt_deferrals = 0
+            raise KeyboardInterrupt
         if self.interrupt_async_cell():
             return
         if self._cell_on_its_way:
@@ -815,29 +826,6 @@ class ShellChannel:
         if self.defer_interrupt is None or not self.defer_interrupt(frame):
             return False
         self._resent_for = self._cells_started
-        return True
-
-    def _raise_in_running_cell(self, frame: FrameType | None) -> bool:
-        """From a signal handler, with a synchronous (or trio) cell running: True means
-        "raise ``KeyboardInterrupt`` now" (the handler raises it, so that the
-        traceback's last frames are the cell's and the handler's); False, that the
-        interrupt was delivered another way (trio's cancellation) or comes again."""
-        delivery = self.interrupt_delivery
-        can_resend = delivery is not None and self._interrupt_deferrals < _MAX_INTERRUPT_DEFERRALS
-        trio_cell = self._trio_cell
-        if trio_cell is not None:
-            self.shell.interrupting_async_cell = True  # a cancellation shows as the interrupt
-            if trio_cell.interrupt_here():
-                # Landed in trio's own code: the cell is cancelled at its next
-                # await. If it never awaits again (a loop right after one), the
-                # interrupt sent again lands in its code and raises there.
-                if can_resend:
-                    self._resend(delivery)
-                return False
-        if can_resend and _in_kernel_code(frame):
-            self._resend(delivery)
-            return False
-        self._interrupt_deferrals = 0
         return True
 
     def _resend(self, delivery: InterruptDelivery | None) -> None:
